@@ -1,0 +1,394 @@
+"""A small reproduction of the paper's accuracy claims (its tables 1-3 and figure 3) on CPython's own English text.
+
+Every method compresses both LSTM layers of a 2 x 240 word-level LM (embedding 240; each gate matrix 960 x 480)
+to the same compression factor, 20x (eq. 3, LSTM weights only; embedding and decoder stay dense, as in the
+paper), trains from scratch with the same optimiser, steps and seed, and reports test perplexity:
+
+=================  ================================================================================================
+dense              W dense (1x)
+kp                 kron(B, C) alone: B 5 x 4, C 192 x 120 (full rank 480, 19.98x)
+pruning            W_s alone, gradual magnitude pruning to 5 % density (the doped runs' schedule)
+lmf                U @ V alone, rank 16 (exactly 20x)
+doped_kp_no_cmr    kron(B, C) + W_s: B 30 x 24, C 32 x 20 (the full-rank rule of section 3.1) + W_s pruned to
+                   4.7 % (95.3 % sparse, as the paper's appendix B at 20x), no CMR (eq. 1)
+doped_kp_lindec    the same with CMR 0.7, linDec (the paper's recipe)
+doped_kp_constant  CMR 0.7 constant  (table 2 ablation)
+doped_kp_expdec    CMR 0.7 expDec    (table 2 ablation)
+=================  ================================================================================================
+
+Training: Adam (lr 2e-3), truncated BPTT 35, batch 20, dropout 0.5, max grad norm 5 (appendix B), `--steps`
+steps (1000 ~ 10 epochs); pruning from 20 % to 70 % of the steps (every 10 steps, cubic), then 30 % at the final
+sparsity without CMR. Validation perplexity every `--eval-every` steps gives the co-matrix-adaptation curves.
+The paper trains with SGD for 100 epochs on PTB; this is a ~25-minute CPU budget on a 70 k-token corpus, so
+absolute perplexities are not comparable, only the ordering of the methods.
+
+    .venv/bin/python benchmarks/accuracy/reproduce.py            # full run, writes benchmarks/accuracy/results/
+    .venv/bin/python benchmarks/accuracy/reproduce.py --tiny --out /tmp/acc   # smoke run, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from data import load_corpus  # noqa: E402
+
+METHOD_ORDER = (
+    "dense", "kp", "pruning", "lmf", "doped_kp_no_cmr", "doped_kp_lindec", "doped_kp_constant", "doped_kp_expdec",
+)
+LABELS = {
+    "dense": "Dense baseline",
+    "kp": "KP only",
+    "pruning": "Pruning only",
+    "lmf": "LMF",
+    "doped_kp_no_cmr": "Doped KP, no CMR",
+    "doped_kp_lindec": "Doped KP, CMR linDec",
+    "doped_kp_constant": "Doped KP, CMR constant",
+    "doped_kp_expdec": "Doped KP, CMR expDec",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Everything that sizes a run (the full run's values are the defaults)."""
+
+    hidden: int = 240
+    cf: float = 20.0
+    steps: int = 1000
+    eval_every: int = 40
+    batch: int = 20
+    bptt: int = 35
+    lr: float = 2e-3
+    dropout: float = 0.5
+    max_grad_norm: float = 5.0
+    cmr: float = 0.7
+    prune_start: float = 0.2
+    prune_end: float = 0.7
+    prune_every: int = 10
+    eval_tokens: int | None = None  # cap on valid/test tokens (tiny runs only)
+    seed: int = 0
+
+
+TINY = Setting(hidden=16, cf=4.0, steps=8, eval_every=4, batch=4, bptt=8, prune_every=1, eval_tokens=300)
+
+
+@dataclass
+class Method:
+    name: str
+    doping: dict[str, Any]
+    final_density: float | None = None  # None: no pruning schedule
+    cmr_schedule: str = "linDec"
+    cmr: float = 0.0
+    lstm_cf: float = 1.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def methods(s: Setting) -> dict[str, Method]:
+    """The compared methods at compression factor `s.cf` for gate matrices 4H x 2H (see the module docstring)."""
+    from dkp_deploy.kron_shape import choose_kron_shape, divisors, kron_params, kron_rank_bound
+
+    M, N = 4 * s.hidden, 2 * s.hidden
+    budget = M * N / s.cf
+    # KP alone: the factorization whose CF is closest to the target, the higher rank bound on ties
+    shapes = [((m1, n1), (M // m1, N // n1)) for m1 in divisors(M) for n1 in divisors(N)]
+    kp = min(shapes, key=lambda sh: (abs(M * N / kron_params(sh) - s.cf), -kron_rank_bound(sh)))
+    rank = max(1, round(budget / (M + N)))
+    doped = choose_kron_shape(M, N)
+    doped_density = (budget - kron_params(doped)) / (M * N)
+    if doped_density <= 0:
+        raise ValueError(f"kron {doped} alone exceeds the {s.cf}x budget of a {M} x {N} matrix")
+    out = {
+        "dense": Method("dense", {"structure": "none"}, lstm_cf=1.0),
+        "kp": Method("kp", {"structure": "kron", "kron_shape": kp, "density": 0.0},
+                     lstm_cf=M * N / kron_params(kp), notes={"kron_shape": kp, "rank_bound": kron_rank_bound(kp)}),
+        "pruning": Method("pruning", {"structure": "none"}, final_density=1.0 / s.cf, lstm_cf=s.cf),
+        "lmf": Method("lmf", {"structure": "lmf", "rank": rank, "density": 0.0}, lstm_cf=M * N / (rank * (M + N)),
+                      notes={"rank": rank}),
+    }
+    for name, cmr, schedule in (
+        ("doped_kp_no_cmr", 0.0, "linDec"),
+        ("doped_kp_lindec", s.cmr, "linDec"),
+        ("doped_kp_constant", s.cmr, "constant"),
+        ("doped_kp_expdec", s.cmr, "expDec"),
+    ):
+        out[name] = Method(
+            name, {"structure": "kron", "kron_shape": doped}, final_density=doped_density, cmr_schedule=schedule,
+            cmr=cmr, lstm_cf=s.cf, notes={"kron_shape": doped, "ws_density": doped_density},
+        )
+    return out
+
+
+def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
+    """Train one method, return its curves, final test/valid perplexity and measured CF."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(s.seed)
+    from lm_training import LMLoss, batchify, epochs, perplexity
+
+    from dkp_deploy.nn import DopedLSTMLM, doped_layers
+    from dkp_deploy.train import DopingSchedule, train
+
+    corpus = load_corpus()
+    cap = slice(None, s.eval_tokens)
+    train_data = batchify(corpus.train, s.batch)
+    valid, test = batchify(corpus.valid[cap], 10), batchify(corpus.test[cap], 10)
+    model = DopedLSTMLM(corpus.vocab_size, s.hidden, s.hidden, 2, dropout=s.dropout, **method.doping)
+    schedule = None
+    if method.final_density is not None:
+        schedule = DopingSchedule(
+            final_density=method.final_density,
+            start_step=round(s.prune_start * s.steps),
+            end_step=round(s.prune_end * s.steps),
+            frequency=s.prune_every,
+            cmr=method.cmr,
+            cmr_schedule=method.cmr_schedule,
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
+    loss_fn = LMLoss()
+    batches = epochs(train_data, s.bptt, s.steps)
+    curve: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    for start in range(0, s.steps, s.eval_every):
+        n = min(s.eval_every, s.steps - start)
+        losses = train(
+            model, itertools.islice(batches, n), loss_fn, optimizer, schedule=schedule, steps=n, start_step=start,
+            max_grad_norm=s.max_grad_norm, progress=False,
+        )
+        layers = doped_layers(model)
+        point = {
+            "step": start + n,
+            "train_ppl": math.exp(sum(losses) / len(losses)),
+            "valid_ppl": perplexity(model, valid, s.bptt),
+            "ws_density": sum(la.nnz for la in layers) / sum(la.mask.numel() for la in layers),
+            "cmr": schedule.cmr_rate(start + n - 1) if schedule else 0.0,
+        }
+        curve.append(point)
+        if log:
+            print(f"[{method.name}] step {point['step']}/{s.steps} train {point['train_ppl']:.1f} "
+                  f"valid {point['valid_ppl']:.1f} W_s density {point['ws_density']:.4f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    layers = doped_layers(model)
+    weights = sum(la.out_features * la.in_features for la in layers)
+    stored = sum(la.structured_params + la.nnz for la in layers)
+    return {
+        "method": method.name,
+        "label": LABELS[method.name],
+        "test_ppl": perplexity(model, test, s.bptt),
+        "valid_ppl": curve[-1]["valid_ppl"],
+        "lstm_cf": weights / stored,
+        "lstm_cf_planned": method.lstm_cf,
+        "lstm_params_stored": stored,
+        "cmr": method.cmr,
+        "cmr_schedule": method.cmr_schedule if method.cmr else None,
+        "final_density": method.final_density,
+        "notes": {k: v for k, v in method.notes.items()},
+        "curve": curve,
+        "train_s": time.perf_counter() - t0,
+    }
+
+
+def _worker(method: Method, s: Setting, runs_dir: str, log: bool) -> dict[str, Any]:
+    result = run_method(method, s, log)
+    path = Path(runs_dir) / f"{method.name}.json"
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def table(results: dict[str, dict[str, Any]], s: Setting) -> str:
+    """The markdown results table (paper-style rows)."""
+    dense = results.get("dense", {}).get("test_ppl")
+    lines = [
+        "| Method | LSTM CF | W_s density | CMR | Test ppl | Valid ppl | vs dense |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in METHOD_ORDER:
+        r = results.get(name)
+        if r is None:
+            continue
+        density = "-" if r["final_density"] is None else f"{r['final_density']:.2%}"
+        if name in ("kp", "lmf"):
+            density = "0"
+        cmr = f"{r['cmr']:g} {r['cmr_schedule']}" if r["cmr"] else "-"
+        rel = f"{(r['test_ppl'] / dense - 1):+.1%}" if dense and name != "dense" else "-"
+        lines.append(f"| {r['label']} | {r['lstm_cf']:.2f}x | {density} | {cmr} | {r['test_ppl']:.1f} | "
+                     f"{r['valid_ppl']:.1f} | {rel} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, dict[str, Any]], s: Setting, path: Path) -> None:
+    """Three panels: test perplexity per method; validation and training perplexity vs step for doped KP runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [1.05, 1, 1]})
+    names = [n for n in METHOD_ORDER if n in results]
+    colours = {
+        "dense": "0.35", "kp": "#8c564b", "pruning": "#9467bd", "lmf": "#e377c2", "doped_kp_no_cmr": "#d62728",
+        "doped_kp_lindec": "#1f77b4", "doped_kp_constant": "#ff7f0e", "doped_kp_expdec": "#2ca02c",
+    }
+    ax = axes[0]
+    ppl = [results[n]["test_ppl"] for n in names]
+    bars = ax.barh(range(len(names)), ppl, color=[colours[n] for n in names])
+    ax.set_yticks(range(len(names)), [f"{LABELS[n]} ({results[n]['lstm_cf']:.0f}x)" for n in names])
+    ax.invert_yaxis()
+    ax.bar_label(bars, fmt="%.1f", padding=3)
+    ax.set_xlabel("test perplexity (lower is better)")
+    ax.set_xlim(0, max(ppl) * 1.15)
+    ax.set_title(f"Test perplexity at {s.cf:g}x (LSTM weights)")
+    doped = [n for n in ("doped_kp_no_cmr", "doped_kp_lindec", "doped_kp_constant", "doped_kp_expdec")
+             if n in results]
+    for ax, key, title in ((axes[1], "valid_ppl", "Validation perplexity (eval mode)"),
+                           (axes[2], "train_ppl", "Training perplexity (dropout + CMR active)")):
+        for n in ["dense", "pruning", *doped]:
+            if n not in results:
+                continue
+            c = results[n]["curve"]
+            ax.plot([p["step"] for p in c], [p[key] for p in c], color=colours[n], label=LABELS[n],
+                    lw=2.2 if n in ("doped_kp_no_cmr", "doped_kp_lindec") else 1.3,
+                    ls="--" if n in ("dense", "pruning") else "-")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("training step")
+        ax.set_title(title)
+        lo = min(p[key] for n in results for p in results[n]["curve"])
+        hi = max(p[key] for n in results for p in results[n]["curve"][len(results[n]["curve"]) // 8:])
+        ax.set_ylim(lo * 0.9, min(hi * 1.3, lo * 1000))
+        ax.axvspan(s.prune_start * s.steps, s.prune_end * s.steps, color="0.92", zorder=0)
+        twin = ax.twinx()
+        ref = results[doped[0]]["curve"] if doped else []
+        twin.plot([p["step"] for p in ref], [p["ws_density"] for p in ref], color="k", ls=":", lw=1.2,
+                  label="W_s density (doped KP)")
+        twin.set_ylim(0, 1.05)
+        twin.set_ylabel("W_s density (dotted)")
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[1].get_legend_handles_labels()
+    dens = axes[1].figure.axes[-1].get_legend_handles_labels()
+    fig.legend(handles + dens[0], labels + dens[1], loc="lower center", ncol=7, fontsize=9, frameon=False)
+    axes[1].text(0.5 * (s.prune_start + s.prune_end) * s.steps, 0.96, "W_s pruned", ha="center", va="top",
+                 transform=axes[1].get_xaxis_transform(), fontsize=8, color="0.4")
+    fig.suptitle(f"Doping on pydoc_data.topics: 2 x {s.hidden} LSTM LM, every method at {s.cf:g}x "
+                 f"(CMR runs: initial drop rate {s.cmr:g})")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def replot(out: Path) -> int:
+    """Rewrite table.md and accuracy.png from a finished (results.json) or partial (runs/*.json) run."""
+    summary_path = out / "results.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        s, results = Setting(**summary["setting"]), summary["results"]
+    else:  # a run still going: the methods done so far, at the default setting
+        s = Setting()
+        found = {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))}
+        results = {n: found[n] for n in METHOD_ORDER if n in found}
+    if not results:
+        print(f"{out}: no results yet", file=sys.stderr)
+        return 2
+    md = table(results, s)
+    (out / "table.md").write_text(md)
+    plot(results, s, out / "accuracy.png")
+    print(md)
+    return 0
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg(),
+        "git_commit": commit,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=HERE / "results", help="results folder (default %(default)s)")
+    p.add_argument("--tiny", action="store_true", help="smoke setting: tiny model, a few steps (seconds)")
+    p.add_argument("--steps", type=int, help="training steps per method (default 1000)")
+    p.add_argument("--cf", type=float, help="compression factor of every compressed method (default 20)")
+    p.add_argument("--cmr", type=float, help="initial CMR drop rate of the CMR runs (default 0.7, appendix B)")
+    p.add_argument("--jobs", type=int, default=2, help="methods trained in parallel, 1 thread each")
+    p.add_argument("--only", nargs="+", choices=METHOD_ORDER, help="train these methods only")
+    p.add_argument("--replot", action="store_true",
+                   help="only redo table.md and the plot from OUT/results.json (or the finished OUT/runs/*.json)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    if args.replot:
+        return replot(args.out)
+    s = TINY if args.tiny else Setting()
+    if args.steps:
+        s = Setting(**{**asdict(s), "steps": args.steps})
+    if args.cmr is not None:
+        s = Setting(**{**asdict(s), "cmr": args.cmr})
+    if args.cf is not None:
+        s = Setting(**{**asdict(s), "cf": args.cf})
+    chosen = [methods(s)[n] for n in (args.only or METHOD_ORDER)]
+    runs = args.out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    if args.jobs <= 1:
+        for m in chosen:
+            results[m.name] = _worker(m, s, str(runs), not args.quiet)
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(_worker, m, s, str(runs), not args.quiet) for m in chosen]
+            for f in as_completed(futures):
+                r = f.result()
+                results[r["method"]] = r
+                if not args.quiet:
+                    print(f"done {r['method']}: test ppl {r['test_ppl']:.2f} ({r['train_s']:.0f} s)", flush=True)
+    wall = time.perf_counter() - t0
+    results = {n: results[n] for n in METHOD_ORDER if n in results}
+    corpus = load_corpus()
+    summary = {
+        "command": "python benchmarks/accuracy/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "setting": asdict(s),
+        "corpus": {"source": corpus.source, "vocab": corpus.vocab_size, "train_tokens": len(corpus.train),
+                   "valid_tokens": len(corpus.valid), "test_tokens": len(corpus.test)},
+        "environment": environment(),
+        "wall_s": wall,
+        "results": results,
+    }
+    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    md = table(results, s)
+    (args.out / "table.md").write_text(md)
+    plot(results, s, args.out / "accuracy.png")
+    if not args.quiet:
+        print(md)
+        print(f"wall time {wall:.0f} s; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""A doped layer (kron(B, C) + W_s, bias) at 10 / 20 / 25x CF vs the same layer dense, per runtime and batch.
+
+ORT rows: the converter's `custom` (SparseMatVec with the Kronecker half as Y0) and `portable` (standard ops
+only) lowerings against its `dense` lowering (one MatMul with the folded W). TFLite rows: the TFLite converter's
+doped graph against the folded model on the same builtin kernels, and against the folded model with XNNPACK (what
+a user of a dense model gets; XNNPACK cannot run the doped model's sparse weights). Each runtime's baselines are
+timed in the same interleaved rounds as its candidates.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .measure import FULL, Budget, compare_groups, ort_runner, ort_session, tflite_runner
+from .workloads import MEDIUM_KRON, densified, layer_spec, matrix_bytes, matvec_macs
+
+CFS = (10, 20, 25)
+BATCHES = (1, 8)
+SHAPE = (2600, 1300)
+ORT_IMPLS = ("custom", "portable")
+
+
+def run(
+    shape: tuple[int, int] = SHAPE,
+    cfs=CFS,
+    batches=BATCHES,
+    threads: int = 1,
+    budget: Budget = FULL,
+    kron=MEDIUM_KRON,
+    tflite: bool = True,
+) -> list[dict[str, Any]]:
+    from ..converters import to_onnx, to_tflite
+
+    m, n = shape
+    specs = {cf: layer_spec(m, n, cf, seed=cf, kron=kron) for cf in cfs}
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="dkp-bench-") as tmp:
+        files: dict[tuple[str, Any], Path] = {}
+        dense_spec = densified(specs[cfs[0]])  # same shapes for every CF: one dense baseline per runtime
+        files["ort", "dense"] = to_onnx_file(to_onnx, dense_spec, Path(tmp) / "dense.onnx", "dense")
+        for cf, spec in specs.items():
+            for impl in ORT_IMPLS:
+                files["ort", (impl, cf)] = to_onnx_file(to_onnx, spec, Path(tmp) / f"{impl}_{cf}.onnx", impl)
+        if tflite:
+            files["tflite", "dense"] = Path(tmp) / "dense.tflite"
+            to_tflite(dense_spec, files["tflite", "dense"], quiet=True)
+            for cf, spec in specs.items():
+                files["tflite", cf] = Path(tmp) / f"doped_{cf}.tflite"
+                to_tflite(spec, files["tflite", cf], quiet=True)
+        for batch in batches:
+            x = np.random.default_rng(batch).standard_normal((batch, n)).astype(np.float32)
+            fns = {}
+            for key, path in files.items():
+                if key[0] == "ort":
+                    fns[key] = ort_runner(ort_session(path, threads), {"x": x})
+                elif key[1] == "dense":  # builtin kernels like the doped model's, and XNNPACK as a user gets it
+                    fns[key] = tflite_runner(path, {"x": x}, threads, default_delegates=False)
+                    fns["tflite", "dense_xnnpack"] = tflite_runner(path, {"x": x}, threads, default_delegates=True)
+                else:
+                    fns[key] = tflite_runner(path, {"x": x}, threads)
+            groups = [[k for k in fns if k[0] == "ort"]]
+            if tflite:
+                for cf in specs:
+                    fns["tflite_x", cf] = fns["tflite", cf]
+                groups += [[("tflite", "dense"), *(("tflite", cf) for cf in specs)],
+                           [("tflite", "dense_xnnpack"), *(("tflite_x", cf) for cf in specs)]]
+            t = compare_groups(fns, groups, budget)
+            for cf, spec in specs.items():
+                w = spec.blocks[0].weight
+                common = {
+                    "cf": cf,
+                    "batch": batch,
+                    "shape": f"{m}x{n}",
+                    "kron": [list(f.shape) for f in w.factors.values()],
+                    "nnz": w.nnz,
+                    "sparsity": 1.0 - w.sparse.density,
+                    "mac_reduction": m * n / matvec_macs(w),
+                    "bytes_reduction": 4 * m * n / matrix_bytes(w),
+                }
+                for impl in ORT_IMPLS:
+                    rows.append(_row(common, "ORT", impl, t["ort", (impl, cf)], t["ort", "dense"]))
+                if tflite:
+                    rows.append(_row(common, "TFLite", "doped", t["tflite", cf], t["tflite", "dense"]))
+                    xnn = t["tflite", "dense_xnnpack"]
+                    rows.append(_row(common, "TFLite", "doped vs XNNPACK", t["tflite_x", cf], xnn))
+    return rows
+
+
+def to_onnx_file(to_onnx, spec, path: Path, impl: str) -> Path:
+    to_onnx(spec, path, sparse_impl=impl, quiet=True)
+    return path
+
+
+def _row(common: dict[str, Any], runtime: str, impl: str, t, base) -> dict[str, Any]:
+    return {
+        **common,
+        "runtime": runtime,
+        "impl": impl,
+        "seconds": t.seconds,
+        "baseline_seconds": base.seconds,
+        "speedup": base.seconds / t.seconds,
+        "spread": max(t.spread, base.spread),
+    }

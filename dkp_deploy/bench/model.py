@@ -1,0 +1,115 @@
+"""Table 7 redone: doped-KP LSTM LMs at the paper's shapes vs dense, one step graph (batch 1) per model.
+
+For each model: CF, W_s sparsity, MAC reduction, the bytes one step must stream, file sizes, and the speed-up of
+the ONNX step graph over the dense step graph, for the LSTM layers alone (the paper's table 7 compresses and
+times only these) and for the whole LM as deployed (embedding and dense softmax decoder included).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..signature import random_feeds
+from ..spec import ModelSpec
+from .measure import FULL, Budget, compare_groups, ort_runner, ort_session, tflite_runner
+from .workloads import LARGE, MEDIUM, LMShape, densified, lm_specs, matrix_bytes, matvec_macs
+
+SHAPES = (MEDIUM[10], MEDIUM[20], MEDIUM[25], LARGE)
+ORT_IMPLS = ("custom", "portable", "dense")
+
+
+def weight_costs(spec: ModelSpec) -> dict[str, int]:
+    """MACs and streamed bytes of one step, doped and dense, over the spec's matrices (decoder included)."""
+    macs = dense_macs = nbytes = dense_bytes = 0
+    for w in spec.matrices().values():
+        m, n = w.shape
+        macs += matvec_macs(w)
+        dense_macs += m * n
+        nbytes += matrix_bytes(w)
+        dense_bytes += 4 * m * n
+    return {"macs": macs, "dense_macs": dense_macs, "bytes": nbytes, "dense_bytes": dense_bytes}
+
+
+def run(
+    shapes: tuple[LMShape, ...] = SHAPES,
+    threads: int = 1,
+    budget: Budget = FULL,
+    batch: int = 1,
+    tflite: bool = True,
+) -> list[dict[str, Any]]:
+    """One row per model (see the module docstring)."""
+    from ..converters import to_onnx, to_tflite
+
+    rows = []
+    for shape in shapes:
+        lstm_spec, lm_spec = lm_specs(shape, seed=int(shape.cf))
+        with tempfile.TemporaryDirectory(prefix="dkp-bench-") as tmp:
+            d = Path(tmp)
+            fns, sizes = {}, {}
+            for part, spec in (("lstm", lstm_spec), ("lm", lm_spec)):
+                feeds = random_feeds(spec, "step", batch=batch, seed=1)
+                for impl in ORT_IMPLS:
+                    path = d / f"{part}_{impl}.onnx"
+                    to_onnx(spec, path, sparse_impl=impl, mode="step", quiet=True)
+                    sizes[part, impl] = path.stat().st_size
+                    fns[part, impl] = ort_runner(ort_session(path, threads), feeds)
+                if tflite and part == "lstm":
+                    doped, dense = d / "lstm_doped.tflite", d / "lstm_dense.tflite"
+                    to_tflite(spec, doped, mode="step", quiet=True)
+                    to_tflite(densified(spec), dense, mode="step", quiet=True)
+                    sizes[part, "tflite"], sizes[part, "tflite_dense"] = doped.stat().st_size, dense.stat().st_size
+                    fns[part, "tflite"] = tflite_runner(doped, feeds, threads)
+                    # builtin kernels like the doped model's, and XNNPACK as a user of the dense model gets it
+                    fns[part, "tflite_dense"] = tflite_runner(dense, feeds, threads, default_delegates=False)
+                    fns[part, "tflite_dense_xnnpack"] = tflite_runner(dense, feeds, threads, default_delegates=True)
+            groups = [[(part, impl) for impl in ORT_IMPLS] for part in ("lstm", "lm")]
+            if tflite:
+                fns["lstm", "tflite_x"] = fns["lstm", "tflite"]
+                groups += [[("lstm", "tflite"), ("lstm", "tflite_dense")],
+                           [("lstm", "tflite_x"), ("lstm", "tflite_dense_xnnpack")]]
+            t = compare_groups(fns, groups, budget)
+        rows.append(_row(shape, lstm_spec, lm_spec, t, sizes, batch, tflite))
+    return rows
+
+
+def _row(shape, lstm_spec, lm_spec, t, sizes, batch, tflite) -> dict[str, Any]:
+    lstm_cost, lm_cost = weight_costs(lstm_spec), weight_costs(lm_spec)
+    summary = lstm_spec.summary()
+    w0 = lstm_spec.lstm.layers[0].weight
+    row: dict[str, Any] = {
+        "model": shape.name,
+        "hidden": shape.hidden,
+        "layers": shape.layers,
+        "vocab": shape.vocab,
+        "batch": batch,
+        "target_cf": shape.cf,
+        "cf": summary["compression_factor"],
+        "kron": [list(f.shape) for f in w0.factors.values()],
+        "nnz_per_layer": w0.nnz,
+        "sparsity": 1.0 - w0.sparse.density,
+        "paper_sparsity": shape.paper_sparsity,
+        "paper_speedup": shape.paper_speedup,
+        "paper_mac_reduction": shape.paper_mac_reduction,
+        "mac_reduction_lstm": lstm_cost["dense_macs"] / lstm_cost["macs"],
+        "mac_reduction_model": lm_cost["dense_macs"] / lm_cost["macs"],
+        "bytes_lstm": lstm_cost["bytes"],
+        "bytes_lstm_dense": lstm_cost["dense_bytes"],
+        "bytes_model": lm_cost["bytes"],
+        "bytes_model_dense": lm_cost["dense_bytes"],
+        "file_bytes": {f"{p}_{i}": v for (p, i), v in sizes.items()},
+        "seconds": {f"{p}_{i}": v.seconds for (p, i), v in t.items()},
+        "spread": max(v.spread for v in t.values()),
+    }
+    for part in ("lstm", "lm"):
+        for impl in ("custom", "portable"):
+            row[f"speedup_{part}_{impl}"] = t[part, "dense"].seconds / t[part, impl].seconds
+    if tflite:
+        row["speedup_lstm_tflite"] = t["lstm", "tflite_dense"].seconds / t["lstm", "tflite"].seconds
+        xnn = t["lstm", "tflite_dense_xnnpack"].seconds
+        row["speedup_lstm_tflite_vs_xnnpack"] = xnn / t["lstm", "tflite_x"].seconds
+    # the speed-up if a step cost only its weight bytes at the dense step's bandwidth (the memory-bound limit)
+    row["bytes_bound_lstm"] = lstm_cost["dense_bytes"] / lstm_cost["bytes"]
+    row["bytes_bound_model"] = lm_cost["dense_bytes"] / lm_cost["bytes"]
+    return row

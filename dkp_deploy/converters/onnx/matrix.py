@@ -1,0 +1,195 @@
+"""Lowering of y = W @ x + b for one `DopedMatrix` W, x of shape [batch, N] (2-D), per sparse impl.
+
+- structured part: ``kron`` as Reshape -> MatMul -> MatMul -> Reshape (the cheaper association order is picked
+  per matrix; no Transpose, no M x N tensor), ``lmf`` / ``hmd`` as Gemms on the factors, ``dense`` as one Gemm.
+- sparse part W_s: ``custom`` = ``ai.dkp::SparseMatVec`` with the structured result + bias fed as Y0 (the add is
+  fused); ``portable`` = standard ops only (see `_portable`; the padded-row / COO index arrays are derived in-graph
+  from the CSR arrays by constant-foldable ops, so the file holds CSR only); ``dense`` = W folded into one Gemm
+  (the baseline).
+
+Every lowering records in `roles` which initializer holds which part, so `exported.load_exported` can rebuild W
+from the file's own tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from ...spec import CSR, DopedMatrix
+from .graph import DKP_DOMAIN, Graph
+
+SPARSE_IMPLS = ("custom", "portable", "dense")
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+def _gemm(g: Graph, x: str, w: str, bias: str | None, name: str) -> str:
+    """x @ w^T (+ bias): Gemm with transB so factors are stored as the spec holds them."""
+    return g.node("Gemm", [x, w] + ([bias] if bias else []), name, transB=1)
+
+
+def _batch_rows(g: Graph, x: str, m: int, scope: str) -> str:
+    """The shape tensor [batch, m] for a 2-D x."""
+    b = g.node("Shape", [x], f"{scope}/batch", start=0, end=1)
+    return g.node("Concat", [b, g.i64([m])], f"{scope}/rows_shape", axis=0)
+
+
+def _kron(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope: str, roles: dict) -> str:
+    """kron(B, C) @ x (+ bias) = vec(B @ X @ C^T) with X = x reshaped row-major to [N1, N2]."""
+    b, c = w.factors["B"], w.factors["C"]
+    (m1, n1), (m2, n2) = b.shape, c.shape
+    roles["B"] = b_name = g.init(f"{scope}/B", _f32(b))
+    roles["C_T"] = ct_name = g.init(f"{scope}/C_T", _f32(c).T)
+    r = g.node("Reshape", [x, g.i64([-1, n1, n2])], f"{scope}/kron/reshape_in")
+    if m1 * n1 * n2 + m1 * n2 * m2 <= n1 * n2 * m2 + m1 * n1 * m2:  # B first: [M1,N1]@[b,N1,N2] -> [b,M1,N2]
+        t = g.node("MatMul", [b_name, r], f"{scope}/kron/matmul_b")
+        u = g.node("MatMul", [t, ct_name], f"{scope}/kron/matmul_c")
+    else:  # C first: [b,N1,N2]@[N2,M2] -> [b,N1,M2]
+        t = g.node("MatMul", [r, ct_name], f"{scope}/kron/matmul_c")
+        u = g.node("MatMul", [b_name, t], f"{scope}/kron/matmul_b")
+    if bias is not None:
+        u = g.node("Add", [u, g.init(f"{scope}/bias", _f32(bias).reshape(m1, m2))], f"{scope}/kron/add_bias")
+    return g.node("Reshape", [u, g.i64([-1, m1 * m2])], f"{scope}/kron/reshape_out")
+
+
+def _structured(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope: str, roles: dict) -> str | None:
+    """The structured part plus bias, or None when there is neither (structure "none", no bias)."""
+    f = w.factors
+    if w.structure == "kron":
+        return _kron(g, x, w, bias, scope, roles)
+    def bias_name() -> str | None:
+        return g.init(f"{scope}/bias", _f32(bias)) if bias is not None else None
+
+    if w.structure == "lmf":
+        roles["V"] = v = g.init(f"{scope}/V", _f32(f["V"]))
+        roles["U"] = u = g.init(f"{scope}/U", _f32(f["U"]))
+        t = _gemm(g, x, v, None, f"{scope}/lmf/gemm_v")
+        return _gemm(g, t, u, bias_name(), f"{scope}/lmf/gemm_u")
+    if w.structure == "hmd":
+        k = f["W_top"].shape[0]
+        roles["W_top"] = top_w = g.init(f"{scope}/W_top", _f32(f["W_top"]))
+        roles["V"] = v = g.init(f"{scope}/V", _f32(f["V"]))
+        roles["U"] = u = g.init(f"{scope}/U", _f32(f["U"]))
+        b_top = g.init(f"{scope}/bias_top", _f32(bias[:k])) if bias is not None else None
+        b_low = g.init(f"{scope}/bias_low", _f32(bias[k:])) if bias is not None else None
+        top = _gemm(g, x, top_w, b_top, f"{scope}/hmd/gemm_top")
+        t = _gemm(g, x, v, None, f"{scope}/hmd/gemm_v")
+        low = _gemm(g, t, u, b_low, f"{scope}/hmd/gemm_u")
+        return g.node("Concat", [top, low], f"{scope}/hmd/concat", axis=1)
+    if bias is None:  # "none"
+        return None
+    return g.node("Expand", [bias_name(), _batch_rows(g, x, w.shape[0], scope)], f"{scope}/bias_rows")
+
+
+def _batch_col(g: Graph, x: str, scope: str) -> str:
+    """The shape tensor [batch, 1] of a 2-D x: Expand's target to repeat index rows per batch row."""
+    b = g.node("Shape", [x], f"{scope}/batch", start=0, end=1)
+    return g.node("Concat", [b, g.i64([1])], f"{scope}/batch_col", axis=0)
+
+
+def _gather_x(g: Graph, x: str, idx: str, scope: str) -> str:
+    """x[:, idx] for idx [1, L]: GatherElements (several times faster than Gather(axis=1) in onnxruntime)."""
+    rows = g.node("Expand", [idx, _batch_col(g, x, scope)], f"{scope}/sparse/expand_idx")
+    return g.node("GatherElements", [x, rows], f"{scope}/sparse/gather", axis=1)
+
+
+def _ell(g: Graph, sp: CSR, rp: str, ci: str, vals: str, width: int, scope: str) -> tuple[str, str]:
+    """Padded-row (ELL) column index [1, M*width] and values [M, width] derived from the CSR arrays.
+
+    Every input is a constant, so onnxruntime folds these nodes at session creation and the file keeps CSR only.
+    Padding entries read column 0 with value 0.
+    """
+    m, nnz = sp.shape[0], sp.nnz
+    s = f"{scope}/sparse/ell"
+    start = g.node("Slice", [rp, g.i64([0]), g.i64([m])], f"{s}/row_start")
+    count = g.node("Sub", [g.node("Slice", [rp, g.i64([1]), g.i64([m + 1])], f"{s}/row_end"), start], f"{s}/count")
+    k = g.init(f"{s}/k", np.arange(width, dtype=np.int32)[None, :])
+    pos = g.node("Add", [g.node("Unsqueeze", [start, g.i64([1])], f"{s}/start_col"), k], f"{s}/pos")
+    valid = g.node("Less", [k, g.node("Unsqueeze", [count, g.i64([1])], f"{s}/count_col")], f"{s}/valid")
+    pos = g.node("Min", [pos, g.init("const/last", np.asarray(nnz - 1, np.int32), shared=False)], f"{s}/pos_clip")
+    col = g.node("Gather", [ci, pos], f"{s}/col_gather", axis=0)
+    col = g.node("Where", [valid, col, g.init("const/zero_i32", np.asarray(0, np.int32))], f"{s}/col")
+    col = g.node("Reshape", [col, g.i64([1, -1])], f"{s}/col_flat")
+    val = g.node("Gather", [vals, pos], f"{s}/val_gather", axis=0)
+    val = g.node("Where", [valid, val, g.init("const/zero_f32", np.asarray(0, np.float32))], f"{s}/val")
+    return col, val
+
+
+def _coo_rows(g: Graph, rp: str, m: int, nnz: int, scope: str) -> str:
+    """COO row index [1, nnz] from row_ptr (cumsum of row starts), from constants only like `_ell`."""
+    s = f"{scope}/sparse/coo"
+    starts = g.node("Slice", [rp, g.i64([1]), g.i64([m])], f"{s}/row_starts")
+    zero = helper.make_tensor("zero", TensorProto.INT32, [1], [0])
+    marks = g.node("ConstantOfShape", [g.i64([nnz + 1])], f"{s}/zeros", value=zero)
+    ones = g.node("Expand", [g.init("const/one_i32", np.ones(1, np.int32)), g.i64([m - 1])], f"{s}/ones")
+    marks = g.node("ScatterElements", [marks, starts, ones], f"{s}/marks", axis=0, reduction="add")
+    rows = g.node("CumSum", [marks, g.init("const/axis0", np.asarray(0, dtype=np.int32))], f"{s}/cumsum")
+    rows = g.node("Slice", [rows, g.i64([0]), g.i64([nnz])], f"{s}/row_idx_flat")
+    return g.node("Unsqueeze", [rows, g.i64([0])], f"{s}/row_idx")
+
+
+def _portable(g: Graph, x: str, sp: CSR, rp: str, ci: str, vals: str, y0: str, scope: str) -> str:
+    """W_s @ x + y0 with standard ops.
+
+    Rows padded to the longest (ELL: GatherElements, Mul, ReduceSum) when the padding costs at most 3x the
+    nonzeros (the COO path costs about 5x more per nonzero in onnxruntime), else COO: GatherElements, Mul and a
+    ScatterElements(reduction="add") segment sum into y0.
+    """
+    m, nnz = sp.shape[0], sp.nnz
+    width = int(np.diff(sp.row_ptr.astype(np.int64)).max())
+    if m * width <= 3 * nnz:
+        col, val = _ell(g, sp, rp, ci, vals, width, scope)
+        xg = g.node("Reshape", [_gather_x(g, x, col, scope), g.i64([-1, m, width])], f"{scope}/sparse/rows")
+        prod = g.node("Mul", [xg, val], f"{scope}/sparse/mul")
+        y = g.node("ReduceSum", [prod, g.i64([-1])], f"{scope}/sparse/row_sum", keepdims=0)
+        return g.node("Add", [y, y0], f"{scope}/sparse/add")
+    prod = g.node("Mul", [_gather_x(g, x, g.node("Unsqueeze", [ci, g.i64([0])], f"{scope}/sparse/col_row"), scope),
+                          vals], f"{scope}/sparse/mul")
+    rows = _coo_rows(g, rp, m, nnz, scope)
+    idx = g.node("Expand", [rows, g.node("Shape", [prod], f"{scope}/sparse/shape")], f"{scope}/sparse/row_idx_b")
+    return g.node("ScatterElements", [y0, idx, prod], f"{scope}/sparse/scatter_add", axis=1, reduction="add")
+
+
+def lower(
+    g: Graph,
+    x: str,
+    w: DopedMatrix,
+    bias: np.ndarray | None,
+    scope: str,
+    impl: str,
+    roles: dict[str, str],
+) -> str:
+    """Emit y = W @ x + bias for 2-D x [batch, N]; return the name of y [batch, M]. Fills `roles`."""
+    if impl not in SPARSE_IMPLS:
+        raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {impl!r}")
+    m, _ = w.shape
+    bias_name = None
+    if w.structure == "dense" or impl == "dense":
+        # the layers that are not doped, and the folded baseline: one Gemm on the M x N W
+        wd = w.factors["W"] if w.structure == "dense" and w.sparse is None else w.dense(np.float64)
+        roles["W"] = wn = g.init(f"{scope}/W", _f32(wd))
+        if bias is not None:
+            bias_name = g.init(f"{scope}/bias", _f32(bias))
+        return _gemm(g, x, wn, bias_name, f"{scope}/gemm")
+
+    y0 = _structured(g, x, w, bias, scope, roles)
+    sp = w.sparse
+    if sp is None or sp.nnz == 0:
+        if y0 is None:  # W = 0 and no bias
+            return g.node("Expand", [g.init("const/zero_row", np.zeros((1, 1), np.float32)),
+                                     _batch_rows(g, x, m, scope)], f"{scope}/zeros")
+        return y0
+    roles["row_ptr"] = rp = g.init(f"{scope}/W_s/row_ptr", sp.row_ptr.astype(np.int32))
+    roles["col_idx"] = ci = g.init(f"{scope}/W_s/col_idx", sp.col_idx.astype(np.int32))
+    roles["values"] = vals = g.init(f"{scope}/W_s/values", _f32(sp.values))
+    if impl == "custom":
+        return g.node("SparseMatVec", [x, rp, ci, vals] + ([y0] if y0 else []), f"{scope}/sparse_matvec",
+                      domain=DKP_DOMAIN)
+    # portable
+    if y0 is None:
+        y0 = g.node("Expand", [g.init("const/zero_row", np.zeros((1, 1), np.float32)), _batch_rows(g, x, m, scope)],
+                    f"{scope}/zeros")
+    return _portable(g, x, sp, rp, ci, vals, y0, scope)

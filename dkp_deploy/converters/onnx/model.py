@@ -1,0 +1,138 @@
+"""`to_onnx`: a whole `ModelSpec` -> an ONNX file, wired as `dkp_deploy.signature` says."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ... import __version__
+from ...errors import InputError
+from ...fileio import atomic_output
+from ...signature import MODES, inputs, outputs
+from ...source import as_spec
+from ...spec import Embedding, Linear, ModelSpec
+from ..metadata import metadata, progress
+from . import activation, embedding, linear, lstm
+from .graph import DKP_DOMAIN, Graph, all_graphs, value_info
+from .matrix import SPARSE_IMPLS
+
+DEFAULT_OPSET = 17  # onnxruntime >= 1.13 (older ARM builds included) runs it fully
+OPSETS = range(17, 22)
+
+
+def _sig_value_info(sig) -> onnx.ValueInfoProto:
+    return value_info(sig.name, sig.dtype, sig.shape)
+
+
+def build(
+    spec: ModelSpec, *, sparse_impl: str = "custom", mode: str = "sequence", opset: int = DEFAULT_OPSET,
+    quiet: bool = False,
+) -> tuple[onnx.ModelProto, dict[str, dict]]:
+    """The ONNX model for `spec` and, per matrix name, the initializer names of its parts."""
+    if sparse_impl not in SPARSE_IMPLS:
+        raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {sparse_impl!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if opset not in OPSETS:
+        raise ValueError(f"opset must be in {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
+    if not spec.is_recurrent:
+        mode = "sequence"
+    g = Graph(opset)
+    ins, outs = inputs(spec, mode), outputs(spec, mode)
+    g.reserve(*(s.name for s in ins), *(s.name for s in outs))
+    tensors: dict[str, dict] = {}
+
+    def matrix_block(x: str, b: Linear) -> str:
+        roles: dict[str, str] = {}
+        y = linear.lower(g, x, b, sparse_impl, roles)
+        tensors[b.name] = roles
+        tick(b.name)
+        return y
+
+    with progress(spec, quiet) as tick:
+        if spec.arch == "mlp":
+            x = "x"
+            for b in spec.blocks:
+                x = matrix_block(x, b) if isinstance(b, Linear) else activation.lower(g, x, b)
+            if x == "x":
+                x = g.node("Identity", [x], "identity")
+            g.rename_output(x, "y")
+            graph_inputs = [_sig_value_info(s) for s in ins]
+        else:
+            block = spec.lstm
+            emb = next((b for b in spec.blocks if isinstance(b, Embedding)), None)
+            dec = spec.blocks[-1] if spec.arch == "lstm_lm" else None
+            first = ins[0].name
+            if mode == "step":
+                feat = embedding.lower(g, first, emb, {}) if emb is not None else first
+                y, h_next, c_next = lstm.step(g, feat, "h", "c", block, sparse_impl, tensors, tick)
+                if dec is not None:
+                    y = matrix_block(y, dec)
+            else:
+                L, H = block.num_layers, block.hidden_size
+                # batch_first: one Transpose of the input (the token ids for an LM, before the embedding) and one
+                # of the LSTM output; the Scan itself always runs over axis 0, which every runtime supports.
+                seq = first
+                if block.batch_first:
+                    perm = [1, 0] if emb is not None else [1, 0, 2]
+                    seq = g.node("Transpose", [first], f"{block.name}/time_major", perm=perm)
+                feat = embedding.lower(g, seq, emb, {}) if emb is not None else seq
+                # h0 / c0 are optional as in torch: graph inputs whose initializer (zeros [L, 1, H]) is the
+                # default when not fed; Expand broadcasts either to [L, batch, H].
+                bdim = g.node("Shape", [seq], "state/batch", start=1, end=2)
+                shape = g.node("Concat", [g.i64([L]), bdim, g.i64([H])], "state/shape", axis=0)
+                states = []
+                for name in ("h0", "c0"):
+                    g.init(name, np.zeros((L, 1, H), np.float32), shared=False, exact_name=True)
+                    states.append(g.node("Expand", [name, shape], f"state/{name}"))
+                y, h_next, c_next = lstm.sequence(g, feat, states[0], states[1], block, sparse_impl, tensors, tick)
+                if block.batch_first:
+                    y = g.node("Transpose", [y], f"{block.name}/batch_major", perm=[1, 0, 2])
+                if dec is not None:
+                    roles: dict[str, str] = {}
+                    y = linear.lower_sequence(g, y, dec, sparse_impl, roles)
+                    tensors[dec.name] = roles
+                    tick(dec.name)
+            graph_inputs = [_sig_value_info(s) for s in ins]
+            for old, sig in zip((y, h_next, c_next), outs):
+                g.rename_output(old, sig.name)
+
+    graph = g.make(f"dkp_{spec.arch}_{mode}", graph_inputs, [_sig_value_info(s) for s in outs])
+    opsets = [helper.make_opsetid("", opset)]
+    if any(n.domain == DKP_DOMAIN for sub in all_graphs(graph) for n in sub.node):
+        opsets.append(helper.make_opsetid(DKP_DOMAIN, 1))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="dkp-deploy", producer_version=__version__)
+    model.ir_version = helper.find_min_ir_version_for([o for o in opsets if o.domain == ""], ignore_unknown=True)
+    return model, tensors
+
+
+def to_onnx(
+    model_or_path: Any,
+    path: str | os.PathLike,
+    *,
+    sparse_impl: str = "custom",
+    mode: str = "sequence",
+    opset: int = DEFAULT_OPSET,
+    quiet: bool = False,
+) -> Path:
+    """Convert a doped model (ModelSpec, checkpoint path or torch module) to an ONNX file at `path`.
+
+    `sparse_impl`: "custom" (ai.dkp::SparseMatVec, needs the ops library), "portable" (standard ops only) or
+    "dense" (folded W, the baseline). `mode`: "sequence" (Scan over time) or "step" (one time step) for
+    recurrent models. Writes atomically; returns the path.
+    """
+    spec, provenance = as_spec(model_or_path)
+    model, tensors = build(spec, sparse_impl=sparse_impl, mode=mode, opset=opset, quiet=quiet)
+    mode = mode if spec.is_recurrent else "sequence"
+    helper.set_model_props(model, metadata(spec, provenance, tensors, mode=mode, sparse_impl=sparse_impl,
+                                           opset=str(opset)))
+    if model.ByteSize() >= 2**31 - 1:
+        raise InputError("model exceeds the 2 GiB protobuf limit of a single ONNX file", path)
+    with atomic_output(path) as tmp:
+        onnx.save_model(model, str(tmp))
+    return Path(path)

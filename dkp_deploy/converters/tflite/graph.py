@@ -1,0 +1,381 @@
+"""A small TFLite model writer over the `tflite` schema bindings and `flatbuffers`: tensors, buffers, builtin ops.
+
+Shapes use -1 for the batch dimension; the file then records batch 1 in `shape` and -1 in `shape_signature`, so
+the interpreter resizes the graph to whatever batch is fed. Constant buffers are 16-byte aligned (the schema's
+`force_align: 16` on Buffer.data) and deduplicated by content (an LM's tied embedding / decoder is stored once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import flatbuffers
+import numpy as np
+import tflite
+from tflite.BuiltinOperator import BuiltinOperator as Op
+from tflite.BuiltinOptions import BuiltinOptions
+from tflite.DimensionType import DimensionType
+from tflite.SparseIndexVector import SparseIndexVector
+from tflite.TensorType import TensorType
+
+from ...spec import CSR
+
+BATCH = -1
+BUFFER_ALIGNMENT = 16
+SCHEMA_VERSION = 3
+FILE_IDENTIFIER = b"TFL3"
+SIGNATURE_KEY = "serving_default"
+MAX_FILE_BYTES = 2**31 - 1  # flatbuffers' offsets are 32-bit
+
+TENSOR_TYPES = {np.dtype(np.float32): TensorType.FLOAT32, np.dtype(np.int32): TensorType.INT32,
+                np.dtype(np.int64): TensorType.INT64}
+NUMPY_TYPES = {v: k for k, v in TENSOR_TYPES.items()}
+
+Options = tuple[int, Callable[[flatbuffers.Builder], int]]
+
+
+@dataclass
+class Tensor:
+    name: str
+    shape: tuple[int, ...]  # BATCH (-1) marks the batch dimension
+    dtype: np.dtype
+    buffer: int = 0  # 0: no data (an activation or graph input)
+    sparse: CSR | None = None  # set for a constant stored as TFLite random-sparse CSR
+
+
+@dataclass
+class Operator:
+    code: int
+    version: int
+    inputs: list[int]
+    outputs: list[int]
+    options: Options | None
+
+
+class Graph:
+    """One subgraph being built: add inputs, constants and ops, then `serialize`."""
+
+    def __init__(self) -> None:
+        self.tensors: list[Tensor] = []
+        self.buffers: list[bytes] = [b""]  # buffer 0 is the empty sentinel the schema reserves
+        self.ops: list[Operator] = []
+        self._names: set[str] = set()
+        self._reserved: set[str] = set()
+        self._consts: dict[tuple, int] = {}
+        self._buffer_of: dict[bytes, int] = {}
+
+    # -- tensors -----------------------------------------------------------------------------------
+    def reserve(self, *names: str) -> None:
+        """Keep these names (the signature's) for `input` / `rename`; generated names avoid them."""
+        self._reserved.update(names)
+
+    def unique(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._names or name in self._reserved:
+            k += 1
+            name = f"{base}_{k}"
+        self._names.add(name)
+        return name
+
+    def _add(self, t: Tensor) -> int:
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def input(self, name: str, dtype: type, shape: Sequence[int]) -> int:
+        self._reserved.discard(name)
+        self._names.add(name)
+        return self._add(Tensor(name, tuple(shape), np.dtype(dtype)))
+
+    def rename(self, index: int, name: str) -> None:
+        """Give tensor `index` a reserved signature name (an output)."""
+        self._names.discard(self.tensors[index].name)
+        self._reserved.discard(name)
+        self._names.add(name)
+        self.tensors[index].name = name
+
+    def _buffer(self, data: bytes) -> int:
+        key = hashlib.sha256(data).digest()
+        if key not in self._buffer_of:
+            self.buffers.append(data)
+            self._buffer_of[key] = len(self.buffers) - 1
+        return self._buffer_of[key]
+
+    def const(self, name: str, array: np.ndarray) -> int:
+        """A constant tensor; an identical constant (dtype, shape, bytes) already added is reused."""
+        a = np.ascontiguousarray(array)
+        if a.dtype not in TENSOR_TYPES:
+            raise TypeError(f"constant {name!r}: unsupported dtype {a.dtype}")
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        data = a.tobytes()
+        key = (a.dtype.str, a.shape, hashlib.sha256(data).digest())
+        if key not in self._consts:
+            self._consts[key] = self._add(Tensor(self.unique(name), a.shape, a.dtype, self._buffer(data)))
+        return self._consts[key]
+
+    def sparse_const(self, name: str, csr: CSR) -> int:
+        """An M x N float32 constant stored as TFLite random-sparse CSR: only the nnz values in its buffer."""
+        values = np.ascontiguousarray(csr.values, dtype="<f4")
+        return self._add(Tensor(self.unique(name), tuple(csr.shape), np.dtype(np.float32),
+                                self._buffer(values.tobytes()), sparse=csr))
+
+    # -- operators ---------------------------------------------------------------------------------
+    def op(self, code: int, inputs: Iterable[int], name: str, shapes: Sequence[Sequence[int]],
+           options: Options | None = None, *, dtype: type = np.float32, version: int = 1) -> list[int]:
+        """Append a builtin op; returns its output tensors (one per shape, named `name`, `name:1`, ...)."""
+        outs = [self._add(Tensor(self.unique(name if i == 0 else f"{name}:{i}"), tuple(s), np.dtype(dtype)))
+                for i, s in enumerate(shapes)]
+        self.ops.append(Operator(code, version, list(inputs), outs, options))
+        return outs
+
+    def op1(self, code: int, inputs: Iterable[int], name: str, shape: Sequence[int],
+            options: Options | None = None, **kw) -> int:
+        return self.op(code, inputs, name, [shape], options, **kw)[0]
+
+    def shape(self, index: int) -> tuple[int, ...]:
+        return self.tensors[index].shape
+
+    # -- serialization -----------------------------------------------------------------------------
+    def serialize(self, inputs: Sequence[int], outputs: Sequence[int], metadata: dict[str, str],
+                  description: str = "") -> bytes:
+        """The .tflite bytes: one subgraph, a `serving_default` SignatureDef over the tensor names, metadata."""
+        buffers = [*self.buffers, *(value.encode() for value in metadata.values())]
+        meta_buffers = {key: len(self.buffers) + i for i, key in enumerate(metadata)}
+        size = sum(len(data) + BUFFER_ALIGNMENT for data in buffers) + 64 * len(self.tensors) + 4096
+        b = flatbuffers.Builder(min(size, MAX_FILE_BYTES))
+
+        opcodes: dict[tuple[int, int], int] = {}
+        for o in self.ops:
+            opcodes.setdefault((o.code, o.version), len(opcodes))
+        opcode_offsets = [_operator_code(b, code, version) for code, version in opcodes]
+        tensor_offsets = [_tensor(b, t) for t in self.tensors]
+        op_offsets = [_operator(b, opcodes[o.code, o.version], o) for o in self.ops]
+
+        name = b.CreateString("main")
+        subgraph_inputs = _int_vector(b, tflite.SubGraphStartInputsVector, inputs)
+        subgraph_outputs = _int_vector(b, tflite.SubGraphStartOutputsVector, outputs)
+        tensors_vec = _offset_vector(b, tflite.SubGraphStartTensorsVector, tensor_offsets)
+        ops_vec = _offset_vector(b, tflite.SubGraphStartOperatorsVector, op_offsets)
+        tflite.SubGraphStart(b)
+        tflite.SubGraphAddTensors(b, tensors_vec)
+        tflite.SubGraphAddInputs(b, subgraph_inputs)
+        tflite.SubGraphAddOutputs(b, subgraph_outputs)
+        tflite.SubGraphAddOperators(b, ops_vec)
+        tflite.SubGraphAddName(b, name)
+        subgraph = tflite.SubGraphEnd(b)
+
+        signature = _signature(b, [(self.tensors[i].name, i) for i in inputs],
+                               [(self.tensors[i].name, i) for i in outputs])
+        metadata_offsets = []
+        for key, buf in meta_buffers.items():
+            key_off = b.CreateString(key)
+            tflite.MetadataStart(b)
+            tflite.MetadataAddName(b, key_off)
+            tflite.MetadataAddBuffer(b, buf)
+            metadata_offsets.append(tflite.MetadataEnd(b))
+
+        # Buffers last in build order, so (flatbuffers writing back to front) they sit at the front of the file.
+        buffer_offsets = [_buffer(b, data) for data in buffers]
+
+        opcodes_vec = _offset_vector(b, tflite.ModelStartOperatorCodesVector, opcode_offsets)
+        subgraphs_vec = _offset_vector(b, tflite.ModelStartSubgraphsVector, [subgraph])
+        buffers_vec = _offset_vector(b, tflite.ModelStartBuffersVector, buffer_offsets)
+        metadata_vec = _offset_vector(b, tflite.ModelStartMetadataVector, metadata_offsets)
+        signatures_vec = _offset_vector(b, tflite.ModelStartSignatureDefsVector, [signature])
+        desc = b.CreateString(description)
+        tflite.ModelStart(b)
+        tflite.ModelAddVersion(b, SCHEMA_VERSION)
+        tflite.ModelAddOperatorCodes(b, opcodes_vec)
+        tflite.ModelAddSubgraphs(b, subgraphs_vec)
+        tflite.ModelAddDescription(b, desc)
+        tflite.ModelAddBuffers(b, buffers_vec)
+        tflite.ModelAddMetadata(b, metadata_vec)
+        tflite.ModelAddSignatureDefs(b, signatures_vec)
+        b.Finish(tflite.ModelEnd(b), file_identifier=FILE_IDENTIFIER)
+        return bytes(b.Output())
+
+
+# -- flatbuffer pieces -------------------------------------------------------------------------------
+def _int_vector(b: flatbuffers.Builder, start: Callable, values: Sequence[int]) -> int:
+    start(b, len(values))
+    for v in reversed(values):
+        b.PrependInt32(int(v))
+    return b.EndVector()
+
+
+def _offset_vector(b: flatbuffers.Builder, start: Callable, offsets: Sequence[int]) -> int:
+    start(b, len(offsets))
+    for off in reversed(offsets):
+        b.PrependUOffsetTRelative(off)
+    return b.EndVector()
+
+
+def _aligned_bytes(b: flatbuffers.Builder, data: bytes) -> int:
+    b.StartVector(1, len(data), BUFFER_ALIGNMENT)
+    b.head -= len(data)
+    b.Bytes[b.head : b.head + len(data)] = data
+    return b.EndVector()
+
+
+def _buffer(b: flatbuffers.Builder, data: bytes) -> int:
+    vec = _aligned_bytes(b, data) if data else None
+    tflite.BufferStart(b)
+    if vec is not None:
+        tflite.BufferAddData(b, vec)
+    return tflite.BufferEnd(b)
+
+
+def _operator_code(b: flatbuffers.Builder, code: int, version: int) -> int:
+    tflite.OperatorCodeStart(b)
+    # Codes above 127 live in builtin_code; the deprecated int8 field then holds the placeholder.
+    tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, Op.PLACEHOLDER_FOR_GREATER_OP_CODES))
+    tflite.OperatorCodeAddBuiltinCode(b, code)
+    tflite.OperatorCodeAddVersion(b, version)
+    return tflite.OperatorCodeEnd(b)
+
+
+def _sparsity(b: flatbuffers.Builder, csr: CSR) -> int:
+    def int32_vector(values: np.ndarray) -> int:
+        vec = b.CreateNumpyVector(np.ascontiguousarray(values, dtype="<i4"))
+        tflite.Int32VectorStart(b)
+        tflite.Int32VectorAddValues(b, vec)
+        return tflite.Int32VectorEnd(b)
+
+    segments, indices = int32_vector(csr.row_ptr), int32_vector(csr.col_idx)
+    tflite.DimensionMetadataStart(b)
+    tflite.DimensionMetadataAddFormat(b, DimensionType.DENSE)
+    tflite.DimensionMetadataAddDenseSize(b, csr.shape[0])
+    dim0 = tflite.DimensionMetadataEnd(b)
+    tflite.DimensionMetadataStart(b)
+    tflite.DimensionMetadataAddFormat(b, DimensionType.SPARSE_CSR)
+    tflite.DimensionMetadataAddArraySegmentsType(b, SparseIndexVector.Int32Vector)
+    tflite.DimensionMetadataAddArraySegments(b, segments)
+    tflite.DimensionMetadataAddArrayIndicesType(b, SparseIndexVector.Int32Vector)
+    tflite.DimensionMetadataAddArrayIndices(b, indices)
+    dim1 = tflite.DimensionMetadataEnd(b)
+    order = _int_vector(b, tflite.SparsityParametersStartTraversalOrderVector, [0, 1])
+    dims = _offset_vector(b, tflite.SparsityParametersStartDimMetadataVector, [dim0, dim1])
+    tflite.SparsityParametersStart(b)
+    tflite.SparsityParametersAddTraversalOrder(b, order)
+    tflite.SparsityParametersAddDimMetadata(b, dims)
+    return tflite.SparsityParametersEnd(b)
+
+
+def _tensor(b: flatbuffers.Builder, t: Tensor) -> int:
+    name = b.CreateString(t.name)
+    shape = _int_vector(b, tflite.TensorStartShapeVector, [1 if d == BATCH else d for d in t.shape])
+    dynamic = BATCH in t.shape
+    signature = _int_vector(b, tflite.TensorStartShapeSignatureVector, t.shape) if dynamic else None
+    sparsity = _sparsity(b, t.sparse) if t.sparse is not None else None
+    tflite.TensorStart(b)
+    tflite.TensorAddShape(b, shape)
+    tflite.TensorAddType(b, TENSOR_TYPES[t.dtype])
+    tflite.TensorAddBuffer(b, t.buffer)
+    tflite.TensorAddName(b, name)
+    if signature is not None:
+        tflite.TensorAddShapeSignature(b, signature)
+    if sparsity is not None:
+        tflite.TensorAddSparsity(b, sparsity)
+    return tflite.TensorEnd(b)
+
+
+def _operator(b: flatbuffers.Builder, opcode_index: int, o: Operator) -> int:
+    options = o.options[1](b) if o.options is not None else None
+    ins = _int_vector(b, tflite.OperatorStartInputsVector, o.inputs)
+    outs = _int_vector(b, tflite.OperatorStartOutputsVector, o.outputs)
+    tflite.OperatorStart(b)
+    tflite.OperatorAddOpcodeIndex(b, opcode_index)
+    tflite.OperatorAddInputs(b, ins)
+    tflite.OperatorAddOutputs(b, outs)
+    if options is not None:
+        tflite.OperatorAddBuiltinOptionsType(b, o.options[0])
+        tflite.OperatorAddBuiltinOptions(b, options)
+    return tflite.OperatorEnd(b)
+
+
+def _signature(b: flatbuffers.Builder, inputs: list[tuple[str, int]], outputs: list[tuple[str, int]]) -> int:
+    def maps(pairs: list[tuple[str, int]]) -> list[int]:
+        out = []
+        for name, index in pairs:
+            s = b.CreateString(name)
+            tflite.TensorMapStart(b)
+            tflite.TensorMapAddName(b, s)
+            tflite.TensorMapAddTensorIndex(b, index)
+            out.append(tflite.TensorMapEnd(b))
+        return out
+
+    ins = _offset_vector(b, tflite.SignatureDefStartInputsVector, maps(inputs))
+    outs = _offset_vector(b, tflite.SignatureDefStartOutputsVector, maps(outputs))
+    key = b.CreateString(SIGNATURE_KEY)
+    tflite.SignatureDefStart(b)
+    tflite.SignatureDefAddInputs(b, ins)
+    tflite.SignatureDefAddOutputs(b, outs)
+    tflite.SignatureDefAddSignatureKey(b, key)
+    tflite.SignatureDefAddSubgraphIndex(b, 0)
+    return tflite.SignatureDefEnd(b)
+
+
+# -- builtin options ---------------------------------------------------------------------------------
+def _table(kind: int, start: Callable, end: Callable, *fields: tuple[Callable, int]) -> Options:
+    def build(b: flatbuffers.Builder) -> int:
+        start(b)
+        for add, value in fields:
+            add(b, value)
+        return end(b)
+
+    return kind, build
+
+
+def fully_connected(keep_num_dims: bool = False) -> Options:
+    return _table(BuiltinOptions.FullyConnectedOptions, tflite.FullyConnectedOptionsStart,
+                  tflite.FullyConnectedOptionsEnd, (tflite.FullyConnectedOptionsAddKeepNumDims, keep_num_dims))
+
+
+def batch_matmul() -> Options:
+    return _table(BuiltinOptions.BatchMatMulOptions, tflite.BatchMatMulOptionsStart, tflite.BatchMatMulOptionsEnd)
+
+
+def reshape() -> Options:
+    return _table(BuiltinOptions.ReshapeOptions, tflite.ReshapeOptionsStart, tflite.ReshapeOptionsEnd)
+
+
+def add() -> Options:
+    return _table(BuiltinOptions.AddOptions, tflite.AddOptionsStart, tflite.AddOptionsEnd)
+
+
+def mul() -> Options:
+    return _table(BuiltinOptions.MulOptions, tflite.MulOptionsStart, tflite.MulOptionsEnd)
+
+
+def concatenation(axis: int) -> Options:
+    return _table(BuiltinOptions.ConcatenationOptions, tflite.ConcatenationOptionsStart,
+                  tflite.ConcatenationOptionsEnd, (tflite.ConcatenationOptionsAddAxis, axis))
+
+
+def split(num: int) -> Options:
+    return _table(BuiltinOptions.SplitOptions, tflite.SplitOptionsStart, tflite.SplitOptionsEnd,
+                  (tflite.SplitOptionsAddNumSplits, num))
+
+
+def pack(count: int, axis: int = 0) -> Options:
+    return _table(BuiltinOptions.PackOptions, tflite.PackOptionsStart, tflite.PackOptionsEnd,
+                  (tflite.PackOptionsAddValuesCount, count), (tflite.PackOptionsAddAxis, axis))
+
+
+def unpack(num: int, axis: int = 0) -> Options:
+    return _table(BuiltinOptions.UnpackOptions, tflite.UnpackOptionsStart, tflite.UnpackOptionsEnd,
+                  (tflite.UnpackOptionsAddNum, num), (tflite.UnpackOptionsAddAxis, axis))
+
+
+def gather(axis: int = 0) -> Options:
+    return _table(BuiltinOptions.GatherOptions, tflite.GatherOptionsStart, tflite.GatherOptionsEnd,
+                  (tflite.GatherOptionsAddAxis, axis))
+
+
+def gelu(approximate: bool = False) -> Options:
+    return _table(BuiltinOptions.GeluOptions, tflite.GeluOptionsStart, tflite.GeluOptionsEnd,
+                  (tflite.GeluOptionsAddApproximate, approximate))
+
+
+__all__ = ["Graph", "Tensor", "Op", "BATCH", "NUMPY_TYPES", "TENSOR_TYPES", "SIGNATURE_KEY", "MAX_FILE_BYTES"]

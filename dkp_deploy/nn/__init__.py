@@ -1,0 +1,28 @@
+"""PyTorch layers for doped structured matrices (needs torch) and their bridge to the model spec.
+
+`DopedLinear` (structures kron, lmf, hmd, none), `DopedLSTM`, `DopedLSTMLM`, `DopedMLP`; `to_spec` / `from_spec`
+convert between these modules and `dkp_deploy.spec.ModelSpec`. Training recipe: `dkp_deploy.train`;
+post-training doping of dense models: `dkp_deploy.compress` (module `dkp_deploy.compression`).
+"""
+
+from .linear import STRUCTURES, DopedLinear, doped_layers
+from .lm import DopedLSTMLM
+from .lstm import DopedLSTM
+from .mlp import ACTIVATION_MODULES, DopedMLP, activation_kind, activation_module
+from .spec_bridge import doped_linear_from_matrix, doped_matrix, from_spec, to_spec
+
+__all__ = [
+    "DopedLinear",
+    "DopedLSTM",
+    "DopedLSTMLM",
+    "DopedMLP",
+    "STRUCTURES",
+    "ACTIVATION_MODULES",
+    "activation_kind",
+    "activation_module",
+    "doped_layers",
+    "doped_linear_from_matrix",
+    "doped_matrix",
+    "from_spec",
+    "to_spec",
+]

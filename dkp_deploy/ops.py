@@ -1,0 +1,64 @@
+"""Python face of the C++ onnxruntime op library (ops/): where it is and how to load it into a session.
+
+The library defines `ai.dkp::SparseMatVec` (contract in docs/ops.md): Y = X @ W^T (+ Y0) for a CSR matrix W given
+as row_ptr / col_idx / values. It is built by setuptools with the package; this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+from typing import Any
+
+from dkp_deploy.errors import DkpError
+
+DOMAIN = "ai.dkp"
+OP_TYPE = "SparseMatVec"
+OPSET_VERSION = 1
+INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "Y0")
+
+LIBRARY_ENV = "DKP_OPS_LIBRARY"  # overrides the built library's path (e.g. a cross-built one for a board)
+_LIBRARY_STEM = "_dkp_ops"
+_BUILD_HINT = (
+    "build it with `python setup.py build_ext --inplace` in the source tree, or reinstall with "
+    "`pip install -e .` (needs a C++17 compiler)"
+)
+
+
+class OpsLibraryMissing(DkpError, FileNotFoundError):
+    """The compiled op library is not where the package expects it."""
+
+
+def library_path() -> Path:
+    """Path of the built op library (the `DKP_OPS_LIBRARY` environment variable wins when set)."""
+    override = os.environ.get(LIBRARY_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise OpsLibraryMissing(f"{LIBRARY_ENV}={override}: no such file")
+        return path
+    package_dir = Path(__file__).resolve().parent
+    for suffix in EXTENSION_SUFFIXES:
+        path = package_dir / f"{_LIBRARY_STEM}{suffix}"
+        if path.is_file():
+            return path
+    raise OpsLibraryMissing(
+        f"the dkp_deploy op library ({_LIBRARY_STEM}*.so) is not built in {package_dir}: {_BUILD_HINT}"
+    )
+
+
+def session_options(**attributes: Any):
+    """An `onnxruntime.SessionOptions` with the op library registered and `attributes` set on it.
+
+    Example: `session_options(intra_op_num_threads=1)`. An unknown attribute name raises TypeError.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    for name, value in attributes.items():
+        if not hasattr(options, name):
+            raise TypeError(f"onnxruntime.SessionOptions has no attribute {name!r}")
+        setattr(options, name, value)
+    options.register_custom_ops_library(str(library_path()))
+    return options

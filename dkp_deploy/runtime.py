@@ -1,0 +1,84 @@
+"""onnxruntime sessions for exported files: the ops library registered only where the graph needs it.
+
+Session defaults are chosen for edge inference at batch 1: one intra-op thread (``threads``), sequential
+execution, all graph optimisations (constant folding turns the portable impl's row index into a constant,
+MatMul weights are pre-packed), and ORT's own log silenced (overridable state inputs h0/c0 make it warn, and
+errors reach the caller as exceptions anyway).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .fileio import existing_file
+
+DKP_DOMAIN = "ai.dkp"
+
+
+def uses_dkp_ops(path: str | os.PathLike) -> bool:
+    """Whether the ONNX file imports the ai.dkp domain (its custom ops)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(o.domain == DKP_DOMAIN for o in model.opset_import)
+
+
+def session(path: str | os.PathLike, threads: int = 1, **opts: Any):
+    """An `onnxruntime.InferenceSession` for `path` on the CPU.
+
+    `threads` sets intra_op_num_threads; `opts` are set as `onnxruntime.SessionOptions` attributes
+    (e.g. ``graph_optimization_level``, ``enable_profiling``). A file ORT cannot load is an `InputError`.
+    """
+    import onnxruntime as ort
+
+    p = existing_file(path)
+    try:
+        needs_ops = uses_dkp_ops(p)
+    except Exception as e:
+        raise InputError(f"not an ONNX file ({type(e).__name__})", p) from None
+    attrs: dict[str, Any] = {
+        "intra_op_num_threads": threads,
+        "inter_op_num_threads": 1,
+        "execution_mode": ort.ExecutionMode.ORT_SEQUENTIAL,
+        "graph_optimization_level": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "log_severity_level": 4,
+    }
+    attrs.update(opts)
+    if needs_ops:
+        from .ops import session_options
+
+        options = session_options(**attrs)
+    else:
+        options = ort.SessionOptions()
+        for name, value in attrs.items():
+            setattr(options, name, value)
+    try:
+        return ort.InferenceSession(str(p), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"onnxruntime cannot load the file: {msg}", p) from None
+
+
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+               "tensor(double)": np.float64}
+
+
+def run(path_or_session: Any, feeds: dict[str, np.ndarray], *, threads: int = 1) -> dict[str, np.ndarray]:
+    """Run a file (path) or an existing session on `feeds`; returns every output by name.
+
+    Feeds are cast to the graph's input dtypes; names the graph does not take raise `InputError`, and
+    optional inputs (h0 / c0 of a sequence graph) may be left out.
+    """
+    sess = path_or_session if hasattr(path_or_session, "run") else session(path_or_session, threads=threads)
+    declared = {i.name: i.type for i in sess.get_inputs()}
+    declared.update({i.name: i.type for i in sess.get_overridable_initializers()})
+    unknown = sorted(set(feeds) - set(declared))
+    if unknown:
+        raise InputError(f"the graph has no input(s) {', '.join(unknown)} (inputs: {', '.join(declared)})")
+    cast = {k: np.ascontiguousarray(v, dtype=_ORT_DTYPES.get(declared[k])) for k, v in feeds.items()}
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, cast)))

@@ -1,0 +1,236 @@
+"""`dkp-validate`: prove an exported file computes what its source model computes.
+
+Two kinds of checks, each a row of the `Report`:
+
+- per layer: the dense W rebuilt from the source (spec / checkpoint) vs the dense W rebuilt from the file's own
+  tensors (`load_exported`). Error = max |W_file - W_src| / max |W_src| (normwise relative), tolerance `rtol_layer`.
+- end to end: seeded random inputs shaped by `dkp_deploy.signature` (for a sequence graph once with h0/c0 and
+  once without, and at T = 1 and T = 5), plus optional user inputs, through the float64 `dkp_deploy.reference`
+  and through the runtime. Error per output = max |out - ref| / max(1, max |ref|): absolute for outputs of
+  magnitude <= 1 (states, activations), relative to the output's scale for larger ones (logits); tolerance
+  `atol_e2e`.
+
+The file's format comes from its extension: ``.onnx`` (onnxruntime with the ops library) or ``.tflite``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import reference, signature
+from .errors import DkpError, InputError
+from .fileio import existing_file
+from .source import as_spec
+from .spec import ModelSpec
+
+
+@dataclass
+class Row:
+    kind: str  # "layer" or "e2e"
+    name: str  # matrix name, or "<feeds>:<output>"
+    max_abs: float
+    max_rel: float
+    error: float  # the number compared with `tol`
+    tol: float
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class Report:
+    source: str
+    exported: str
+    format: str
+    mode: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # informational, never decide pass/fail
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(r.passed for r in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "exported": self.exported, "format": self.format, "mode": self.mode,
+                "passed": self.passed, "rows": [_finite_json(asdict(r)) for r in self.rows], "notes": self.notes}
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def table(self) -> str:
+        """A table for people."""
+        head = ("check", "name", "max abs", "max rel", "error", "tol", "")
+        body = [(r.kind, r.name, f"{r.max_abs:.3g}", f"{r.max_rel:.3g}", f"{r.error:.3g}", f"{r.tol:.0e}",
+                 ("ok" if r.passed else "FAIL") + (f" ({r.note})" if r.note else "")) for r in self.rows]
+        widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+        fmt = "  ".join(f"{{:{'<' if i < 2 else '>'}{w}}}" for i, w in enumerate(widths[:-1])) + "  {}"
+        lines = [f"{self.exported} ({self.format}, {self.mode}) vs {self.source}", fmt.format(*head)]
+        lines += [fmt.format(*b) for b in body]
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append(f"{'PASSED' if self.passed else 'FAILED'}: {sum(r.passed for r in self.rows)}/{len(self.rows)}"
+                     " checks within tolerance")
+        return "\n".join(lines)
+
+    __str__ = table
+
+
+def _finite_json(row: dict[str, Any]) -> dict[str, Any]:
+    """Strict JSON has no inf/NaN: write them as null (the row's `passed` and `note` say why)."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+
+
+def _errors(out: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
+    """(max abs, max abs / max |ref|, max abs / max(1, max |ref|)); NaN anywhere counts as infinite error."""
+    out = np.asarray(out, dtype=np.float64)
+    if out.shape != ref.shape:
+        return float("inf"), float("inf"), float("inf")
+    if out.size == 0:
+        return 0.0, 0.0, 0.0
+    diff = np.abs(out - ref)
+    max_abs = float("inf") if not np.all(np.isfinite(diff)) else float(diff.max())
+    scale = float(np.abs(ref).max())
+    return max_abs, (max_abs / scale if scale else max_abs), max_abs / max(1.0, scale)
+
+
+def _backend(path: Path):
+    """(format, load_exported, runner factory) for the file's extension."""
+    ext = path.suffix.lower()
+    if ext == ".onnx":
+        from . import runtime
+        from .converters.onnx import load_exported
+
+        def onnx_runner(p: Path):
+            sess = runtime.session(p)  # a file onnxruntime cannot load is bad input (InputError)
+            return lambda feeds: runtime.run(sess, feeds)
+
+        return "onnx", load_exported, onnx_runner
+    if ext == ".tflite":
+        from . import tflite
+        from .converters.tflite import load_exported
+
+        return "tflite", load_exported, lambda p: (lambda feeds: tflite.run(p, feeds))
+    raise InputError("unknown file type (expected .onnx or .tflite)", path)
+
+
+def _user_feeds(inputs: Any, spec: ModelSpec, mode: str) -> dict[str, np.ndarray] | None:
+    if inputs is None:
+        return None
+    if isinstance(inputs, dict):
+        feeds = dict(inputs)
+    else:
+        path = existing_file(inputs)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                feeds = {k: z[k] for k in z.files}
+        except Exception as e:
+            raise InputError(f"not a readable .npz file ({type(e).__name__})", path) from None
+    sigs = {s.name: s for s in signature.inputs(spec, mode)}
+    unknown = sorted(set(feeds) - set(sigs))
+    missing = sorted(n for n, s in sigs.items() if not s.optional and n not in feeds)
+    if unknown or missing:
+        raise InputError(f"inputs: expected arrays {sorted(sigs)}; unknown {unknown}, missing {missing}",
+                         None if isinstance(inputs, dict) else inputs)
+    where = None if isinstance(inputs, dict) else inputs
+    vocab = spec.blocks[0].weight.shape[0] if spec.arch == "lstm_lm" else None
+    symbols: dict[str, int] = {}  # "batch" / "time" must mean one size across the arrays
+    for name, arr in feeds.items():
+        want = sigs[name].shape
+        arr = np.asarray(arr)
+        if arr.ndim != len(want) or any(
+            symbols.setdefault(d, n) != n if isinstance(d, str) else d != n for d, n in zip(want, arr.shape)
+        ):
+            raise InputError(f"inputs: {name!r} has shape {arr.shape}, expected {want} (sizes so far: {symbols})",
+                             where)
+        if sigs[name].dtype == np.int64:
+            if arr.dtype.kind not in "iu" or (arr.size and (arr.min() < 0 or arr.max() >= vocab)):
+                raise InputError(f"inputs: {name!r} must hold integer token ids in [0, {vocab})", where)
+        elif arr.dtype.kind not in "fiu" or not np.all(np.isfinite(arr)):
+            raise InputError(f"inputs: {name!r} must be finite numbers", where)
+    return feeds
+
+
+def validate(
+    source: Any,
+    exported_path: str | os.PathLike,
+    *,
+    inputs: Any = None,
+    rtol_layer: float = 1e-5,
+    atol_e2e: float = 1e-4,
+    seed: int = 0,
+) -> Report:
+    """Compare `exported_path` against `source` (ModelSpec, checkpoint path or torch module). See module doc.
+
+    `inputs`: an .npz path or a dict of arrays named as the graph's inputs (`dkp_deploy.signature`).
+    """
+    spec, provenance = as_spec(source)
+    path = existing_file(exported_path)
+    fmt, load_exported, runner = _backend(path)
+    exported = load_exported(path)
+    run = runner(path)
+    mode = exported.mode
+    src_name = provenance.get("source") or (str(source) if isinstance(source, (str, os.PathLike)) else "model")
+    report = Report(source=str(src_name), exported=str(path), format=fmt, mode=mode)
+    recorded = exported.metadata.get("dkp.source_sha256")
+    if recorded and provenance.get("source_sha256") and recorded != provenance["source_sha256"]:
+        report.notes.append("the file records a different source checkpoint (sha256); the weights decide")
+
+    for name, w in spec.matrices().items():
+        want = w.dense(np.float64)
+        got = exported.matrices.get(name)
+        if got is None:
+            report.rows.append(Row("layer", name, np.inf, np.inf, np.inf, rtol_layer, False, "not in file"))
+            continue
+        max_abs, max_rel, _ = _errors(got, want)
+        report.rows.append(Row("layer", name, max_abs, max_rel, max_rel, rtol_layer, max_rel <= rtol_layer))
+    extra = sorted(set(exported.matrices) - set(spec.matrices()))
+    for name in extra:
+        report.rows.append(Row("layer", name, np.inf, np.inf, np.inf, rtol_layer, False, "not in source"))
+
+    cases: list[tuple[str, dict[str, np.ndarray]]] = []
+    if spec.is_recurrent and mode == "sequence":
+        cases.append(("random T=5", signature.random_feeds(spec, mode, batch=2, time=5, seed=seed)))
+        cases.append(("random T=1 no state", signature.random_feeds(spec, mode, batch=3, time=1, seed=seed + 1,
+                                                                    with_state=False)))
+    else:
+        cases.append(("random", signature.random_feeds(spec, mode, batch=2, seed=seed)))
+        cases.append(("random batch 1", signature.random_feeds(spec, mode, batch=1, seed=seed + 1)))
+    user = _user_feeds(inputs, spec, mode)
+    if user is not None:
+        cases.append(("user", user))
+    for label, feeds in cases:
+        ref = reference.run(spec, feeds, mode)
+        try:
+            out = run(feeds)
+        except DkpError as e:
+            if not isinstance(e, InputError):  # e.g. the ops library is not built: say so, do not "fail"
+                raise
+            report.rows.append(Row("e2e", label, np.inf, np.inf, np.inf, atol_e2e, False, str(e)))
+            continue
+        except Exception as e:  # the runtime refusing the inputs: the file does not compute the source's function
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            report.rows.append(Row("e2e", label, np.inf, np.inf, np.inf, atol_e2e, False, f"runtime error: {msg}"))
+            continue
+        for name, r in ref.items():
+            if name not in out:
+                report.rows.append(Row("e2e", f"{label}: {name}", np.inf, np.inf, np.inf, atol_e2e, False,
+                                       "output missing"))
+                continue
+            max_abs, max_rel, err = _errors(out[name], r)
+            report.rows.append(Row("e2e", f"{label}: {name}", max_abs, max_rel, err, atol_e2e, err <= atol_e2e))
+    return report
+
+
+def assert_parity(source: Any, exported_path: str | os.PathLike, **tolerances: Any) -> Report:
+    """pytest helper: `validate`, raising AssertionError with the table unless every check passes."""
+    report = validate(source, exported_path, **tolerances)
+    if not report.passed:
+        raise AssertionError("numerical parity failed\n" + report.table())
+    return report
+
+
+__all__ = ["validate", "assert_parity", "Report", "Row"]

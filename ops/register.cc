@@ -1,0 +1,353 @@
+// ai.dkp::SparseMatVec as an onnxruntime custom op, and the library entry point RegisterCustomOps.
+//
+// Contract (docs/ops.md): inputs X float32 [..., N], row_ptr int32 [M+1], col_idx int32 [nnz], values float32 [nnz],
+// optional Y0 float32 [..., M] (or [M], broadcast); output Y float32 [..., M] = X @ W^T (+ Y0).
+// Every input is checked and every failure comes back as an onnxruntime status naming the input. When the three CSR
+// arrays are constant initializers they are checked once, when the kernel is created; otherwise on every call.
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ort_abi.h"
+#include "sparse_matvec.h"
+
+using dkp_ort::Api;
+using dkp_ort::Status;
+
+namespace {
+
+constexpr const char* kDomain = "ai.dkp";
+constexpr const char* kOpName = "SparseMatVec";
+constexpr size_t kNumInputs = 5;
+constexpr const char* kInputNames[kNumInputs] = {"X", "row_ptr", "col_idx", "values", "Y0"};
+constexpr dkp_ort::TensorElementType kInputTypes[kNumInputs] = {
+    dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32,
+    dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+    dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT};
+enum Input : size_t { kX = 0, kRowPtr = 1, kColIdx = 2, kValues = 3, kY0 = 4 };
+
+const char* type_name(dkp_ort::TensorElementType t) {
+  switch (static_cast<int>(t)) {
+    case 1: return "float32";
+    case 2: return "uint8";
+    case 3: return "int8";
+    case 4: return "uint16";
+    case 5: return "int16";
+    case 6: return "int32";
+    case 7: return "int64";
+    case 8: return "string";
+    case 9: return "bool";
+    case 10: return "float16";
+    case 11: return "float64";
+    case 12: return "uint32";
+    case 13: return "uint64";
+    case 16: return "bfloat16";
+    default: return "another type";
+  }
+}
+
+// A tensor input as the kernel sees it: element type, shape and data.
+struct Tensor {
+  dkp_ort::TensorElementType type = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  std::vector<int64_t> dims;
+  void* data = nullptr;
+};
+
+std::string shape_str(const std::vector<int64_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+// Releases a status we only inspect, and keeps its message.
+std::string take_message(const Api* api, Status* st) {
+  std::string msg = api->GetErrorMessage(st);
+  api->ReleaseStatus(st);
+  return msg;
+}
+
+struct Kernel {
+  const Api* api = nullptr;
+  std::string node;               // for error messages: "SparseMatVec node 'name'"
+  bool csr_checked = false;       // row_ptr, col_idx, values are constant initializers, checked at creation
+  int64_t min_cols = 0;           // from that check: X's last dim must be at least this
+  int64_t rows = 0;
+  std::unique_ptr<const dkp::SlicedEll> ell;  // the constant W re-laid out for single rows of X
+
+  Status* error(const std::string& msg) const {
+    return api->CreateStatus(dkp_ort::ORT_INVALID_ARGUMENT, (node + ": " + msg).c_str());
+  }
+
+  // Reads an input's type, shape and data pointer; runtime failures come back naming the input.
+  Status* read(const dkp_ort::Value* value, size_t index, Tensor* out) const {
+    dkp_ort::TensorTypeAndShapeInfo* info = nullptr;
+    Status* st = api->GetTensorTypeAndShape(value, &info);
+    size_t rank = 0;
+    if (!st) st = api->GetTensorElementType(info, &out->type);
+    if (!st) st = api->GetDimensionsCount(info, &rank);
+    if (!st) {
+      out->dims.resize(rank);
+      st = api->GetDimensions(info, out->dims.data(), rank);
+    }
+    if (info) api->ReleaseTensorTypeAndShapeInfo(info);
+    if (!st) st = api->GetTensorMutableData(const_cast<dkp_ort::Value*>(value), &out->data);
+    if (st) return error("input '" + std::string(kInputNames[index]) + "': " + take_message(api, st));
+    for (int64_t d : out->dims) {
+      if (d < 0) return error("input '" + std::string(kInputNames[index]) + "' has an unknown dimension");
+    }
+    return nullptr;
+  }
+
+  Status* expect(const Tensor& t, size_t index, size_t rank) const {
+    const std::string name = "input '" + std::string(kInputNames[index]) + "'";
+    if (t.type != kInputTypes[index]) {
+      return error(name + " must be " + type_name(kInputTypes[index]) + ", got " + type_name(t.type));
+    }
+    if (rank && t.dims.size() != rank) {
+      return error(name + " must have rank " + std::to_string(rank) + ", got shape " + shape_str(t.dims));
+    }
+    return nullptr;
+  }
+
+  // Type, rank and CSR invariants of inputs 1..3; on success `csr` and `cols` describe the matrix.
+  Status* check_sparse(const Tensor* t, dkp::Csr* csr, int64_t* cols) const {
+    for (size_t i = kRowPtr; i <= kValues; ++i) {
+      if (Status* st = expect(t[i], i, 1)) return st;
+    }
+    const std::string msg = dkp::check_csr(
+        static_cast<const int32_t*>(t[kRowPtr].data), t[kRowPtr].dims[0], static_cast<const int32_t*>(t[kColIdx].data),
+        t[kColIdx].dims[0], static_cast<const float*>(t[kValues].data), t[kValues].dims[0], csr, cols);
+    return msg.empty() ? nullptr : error(msg);
+  }
+
+  Status* compute(dkp_ort::KernelContext* ctx) const {
+    size_t count = 0;
+    if (Status* st = api->KernelContext_GetInputCount(ctx, &count)) return error(take_message(api, st));
+    if (count < 4 || count > kNumInputs) return error("expects 4 or 5 inputs, got " + std::to_string(count));
+    Tensor t[kNumInputs];
+    bool has_y0 = false;
+    for (size_t i = 0; i < count; ++i) {
+      const dkp_ort::Value* value = nullptr;
+      if (Status* st = api->KernelContext_GetInput(ctx, i, &value)) return error(take_message(api, st));
+      if (!value) {
+        if (i == kY0) continue;  // optional input given as "" on the node
+        return error("input '" + std::string(kInputNames[i]) + "' is missing");
+      }
+      if (Status* st = read(value, i, &t[i])) return st;
+      has_y0 = has_y0 || i == kY0;
+    }
+    const Tensor& x = t[kX];
+    if (Status* st = expect(x, kX, 0)) return st;
+    if (x.dims.empty()) return error("input 'X' must have rank >= 1 ([..., N]), got a scalar");
+    const int64_t n = x.dims.back();
+    int64_t batch = 1;
+    for (size_t d = 0; d + 1 < x.dims.size(); ++d) {
+      if (__builtin_mul_overflow(batch, x.dims[d], &batch)) {
+        return error("input 'X' has too many rows to address, shape " + shape_str(x.dims));
+      }
+    }
+
+    dkp::Csr csr;
+    int64_t cols = 0;
+    if (csr_checked) {
+      // Constant initializers cannot change after the check at kernel creation: only bind the arrays.
+      for (size_t i = kRowPtr; i <= kValues; ++i) {
+        if (Status* st = expect(t[i], i, 1)) return st;
+      }
+      if (t[kRowPtr].dims[0] != rows + 1) return error("input 'row_ptr' changed shape since the kernel was created");
+      csr.rows = rows;
+      csr.nnz = t[kColIdx].dims[0];
+      csr.row_ptr = static_cast<const int32_t*>(t[kRowPtr].data);
+      csr.col_idx = static_cast<const int32_t*>(t[kColIdx].data);
+      csr.values = static_cast<const float*>(t[kValues].data);
+      cols = min_cols;
+    } else if (Status* st = check_sparse(t, &csr, &cols)) {
+      return st;
+    }
+    if (n < cols) {
+      return error("input 'col_idx' must be < N = " + std::to_string(n) + " (the last dim of input 'X', shape " +
+                   shape_str(x.dims) + "), got column " + std::to_string(cols - 1));
+    }
+
+    int64_t out_bytes = 0;
+    if (__builtin_mul_overflow(batch, csr.rows, &out_bytes) || __builtin_mul_overflow(out_bytes, 4, &out_bytes)) {
+      return error("input 'X' (shape " + shape_str(x.dims) + ") and input 'row_ptr' (M = " +
+                   std::to_string(csr.rows) + ") give an output too large to address");
+    }
+    std::vector<int64_t> out_dims(x.dims);
+    out_dims.back() = csr.rows;
+    bool y0_broadcast = false;
+    if (has_y0) {
+      const Tensor& y0 = t[kY0];
+      if (Status* st = expect(y0, kY0, 0)) return st;
+      y0_broadcast = y0.dims.size() == 1 && y0.dims[0] == csr.rows && out_dims.size() > 1;
+      if (y0.dims != out_dims && !y0_broadcast) {
+        const std::string or_row = out_dims.size() > 1 ? " (or [" + std::to_string(csr.rows) + "])" : "";
+        return error("input 'Y0' must have shape " + shape_str(out_dims) + or_row + ", got " + shape_str(y0.dims));
+      }
+    }
+
+    dkp_ort::Value* out = nullptr;
+    if (Status* st = api->KernelContext_GetOutput(ctx, 0, out_dims.data(), out_dims.size(), &out)) {
+      return error("output 'Y': " + take_message(api, st));
+    }
+    void* y = nullptr;
+    if (Status* st = api->GetTensorMutableData(out, &y)) return error("output 'Y': " + take_message(api, st));
+    if (batch == 0 || csr.rows == 0) return nullptr;
+    dkp::csr_matmul(csr, ell.get(), static_cast<const float*>(x.data), batch, n,
+                    has_y0 ? static_cast<const float*>(t[kY0].data) : nullptr, y0_broadcast, static_cast<float*>(y));
+    return nullptr;
+  }
+};
+
+// Builds the kernel of one node: learns its name and, when the CSR arrays are constant initializers, checks them
+// here so that Run never has to, and keeps a copy laid out for the batch-1 product.
+Status* create_kernel(const Api* api, const dkp_ort::KernelInfo* info, Kernel* k) {
+  k->api = api;
+  k->node = std::string(kOpName) + " node";
+  size_t size = 0;
+  if (Status* st = api->KernelInfo_GetNodeName(info, nullptr, &size)) {
+    api->ReleaseStatus(st);
+  } else if (size > 0) {
+    std::string name(size, '\0');
+    if (Status* st2 = api->KernelInfo_GetNodeName(info, name.data(), &size)) {
+      api->ReleaseStatus(st2);
+    } else {
+      name.resize(std::strlen(name.c_str()));
+      k->node += " '" + name + "'";
+    }
+  }
+  Tensor t[kNumInputs];
+  for (size_t i = kRowPtr; i <= kValues; ++i) {
+    int is_constant = 0;
+    const dkp_ort::Value* value = nullptr;
+    if (Status* st = api->KernelInfoGetConstantInput_tensor(info, i, &is_constant, &value)) {
+      return k->error(take_message(api, st));
+    }
+    if (!is_constant || !value) return nullptr;  // checked on every call instead
+    if (Status* st = k->read(value, i, &t[i])) return st;
+  }
+  dkp::Csr csr;
+  if (Status* st = k->check_sparse(t, &csr, &k->min_cols)) return st;
+  k->rows = csr.rows;
+  k->csr_checked = true;
+  k->ell = std::make_unique<const dkp::SlicedEll>(csr, k->min_cols);
+  return nullptr;
+}
+
+// --- the custom-op record ------------------------------------------------------------------------------------
+
+Status* op_create_kernel_v2(const dkp_ort::CustomOp*, const Api* api, const dkp_ort::KernelInfo* info,
+                            void** kernel) {
+  Kernel* k = new (std::nothrow) Kernel;
+  if (!k) return api->CreateStatus(dkp_ort::ORT_FAIL, "SparseMatVec: out of memory");
+  if (Status* st = create_kernel(api, info, k)) {
+    delete k;
+    return st;
+  }
+  *kernel = k;
+  return nullptr;
+}
+
+
+Status* op_compute_v2(void* kernel, dkp_ort::KernelContext* ctx) {
+  const Kernel* k = static_cast<const Kernel*>(kernel);
+  try {
+    return k->compute(ctx);
+  } catch (const std::exception& e) {  // std::bad_alloc from the shape vectors
+    return k->api->CreateStatus(dkp_ort::ORT_FAIL, (k->node + ": " + e.what()).c_str());
+  }
+}
+
+// onnxruntime 1.16 knows C API 16 but not the V2 entry points (those arrive in 1.17): it calls these two instead.
+// Their only error channel is a C++ exception, which onnxruntime catches (it shares libstdc++ with us) and turns
+// into a failed session creation / Run; onnxruntime >= 1.17 never calls them.
+void* op_create_kernel(const dkp_ort::CustomOp* op, const Api* api, const dkp_ort::KernelInfo* info) {
+  void* kernel = nullptr;
+  if (Status* st = op_create_kernel_v2(op, api, info, &kernel)) throw std::runtime_error(take_message(api, st));
+  return kernel;
+}
+
+void op_compute(void* kernel, dkp_ort::KernelContext* ctx) {
+  if (Status* st = op_compute_v2(kernel, ctx)) {
+    throw std::runtime_error(take_message(static_cast<const Kernel*>(kernel)->api, st));
+  }
+}
+
+void op_destroy(void* kernel) { delete static_cast<Kernel*>(kernel); }
+
+const char* op_name(const dkp_ort::CustomOp*) { return kOpName; }
+const char* op_provider(const dkp_ort::CustomOp*) { return nullptr; }  // null means the CPU provider
+dkp_ort::TensorElementType op_input_type(const dkp_ort::CustomOp*, size_t i) {
+  return i < kNumInputs ? kInputTypes[i] : dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+}
+size_t op_input_count(const dkp_ort::CustomOp*) { return kNumInputs; }
+dkp_ort::TensorElementType op_output_type(const dkp_ort::CustomOp*, size_t) {
+  return dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+size_t op_output_count(const dkp_ort::CustomOp*) { return 1; }
+dkp_ort::InputOutputCharacteristic op_input_characteristic(const dkp_ort::CustomOp*, size_t i) {
+  return i == kY0 ? dkp_ort::INPUT_OUTPUT_OPTIONAL : dkp_ort::INPUT_OUTPUT_REQUIRED;
+}
+dkp_ort::InputOutputCharacteristic op_output_characteristic(const dkp_ort::CustomOp*, size_t) {
+  return dkp_ort::INPUT_OUTPUT_REQUIRED;
+}
+dkp_ort::MemType op_input_memory(const dkp_ort::CustomOp*, size_t) { return dkp_ort::OrtMemTypeDefault; }
+int op_min_arity(const dkp_ort::CustomOp*) { return 1; }
+int op_homogeneous(const dkp_ort::CustomOp*) { return 1; }
+
+const dkp_ort::CustomOp kSparseMatVec = {
+    dkp_ort::kApiVersion,
+    op_create_kernel,
+    op_name,
+    op_provider,
+    op_input_type,
+    op_input_count,
+    op_output_type,
+    op_output_count,
+    op_compute,
+    op_destroy,
+    op_input_characteristic,
+    op_output_characteristic,
+    op_input_memory,
+    op_min_arity,
+    op_homogeneous,
+    op_min_arity,
+    op_homogeneous,
+    op_create_kernel_v2,
+    op_compute_v2,
+};
+
+// One domain for the whole process, built on first registration and never released: sessions may outlive the
+// SessionOptions they were made from, and registering the library again must not add the op twice.
+std::once_flag g_domain_once;
+dkp_ort::CustomOpDomain* g_domain = nullptr;
+std::string g_domain_error;
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) Status* RegisterCustomOps(dkp_ort::SessionOptions* options,
+                                                                            const dkp_ort::ApiBase* base) {
+  const Api* api = base->GetApi(dkp_ort::kApiVersion);
+  if (!api) {
+    const Api* v1 = base->GetApi(1);
+    const std::string msg = std::string("dkp_deploy ops library needs onnxruntime >= 1.16 (C API 16); this is ") +
+                            base->GetVersionString();
+    return v1 ? v1->CreateStatus(dkp_ort::ORT_FAIL, msg.c_str()) : nullptr;
+  }
+  std::call_once(g_domain_once, [api] {
+    Status* st = api->CreateCustomOpDomain(kDomain, &g_domain);
+    if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVec);
+    if (st) {
+      g_domain_error = take_message(api, st);
+      g_domain = nullptr;
+    }
+  });
+  if (!g_domain) {
+    return api->CreateStatus(dkp_ort::ORT_FAIL, ("dkp_deploy ops library: " + g_domain_error).c_str());
+  }
+  return api->AddCustomOpDomain(options, g_domain);
+}

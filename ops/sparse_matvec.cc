@@ -1,0 +1,395 @@
+// CSR checks and the CSR x dense product of ai.dkp::SparseMatVec.
+//
+// The product is bound by streaming W (a 4-byte value + a 4-byte column per non-zero) and by one load of x per
+// non-zero, so each kernel reads W exactly once per call: at batch 1 slice by slice (SlicedEll, for constant W) or
+// row by row (CSR), at batch > 1 against a transposed block of up to 16 rows of X, so one column index fetches the
+// matching entries of all those rows in one contiguous vector load.
+// On x86-64 AVX2+FMA variants are chosen at run time; the portable build flags stay baseline.
+#include "sparse_matvec.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DKP_HAVE_AVX2_PATH 1
+#include <immintrin.h>
+#else
+#define DKP_HAVE_AVX2_PATH 0
+#endif
+
+#define DKP_ALWAYS_INLINE inline __attribute__((always_inline))
+
+namespace dkp {
+
+std::string check_csr(const int32_t* row_ptr, int64_t row_ptr_len, const int32_t* col_idx, int64_t col_len,
+                      const float* values, int64_t values_len, Csr* csr, int64_t* min_cols) {
+  if (row_ptr_len < 1) return "input 'row_ptr' must hold M + 1 >= 1 entries, got an empty tensor";
+  if (row_ptr[0] != 0) return "input 'row_ptr' must start at 0, got row_ptr[0] = " + std::to_string(row_ptr[0]);
+  const int64_t rows = row_ptr_len - 1;
+  for (int64_t i = 0; i < rows; ++i) {
+    if (row_ptr[i + 1] < row_ptr[i]) {
+      return "input 'row_ptr' must be non-decreasing, got row_ptr[" + std::to_string(i) +
+             "] = " + std::to_string(row_ptr[i]) + " > row_ptr[" + std::to_string(i + 1) +
+             "] = " + std::to_string(row_ptr[i + 1]);
+    }
+  }
+  const int64_t nnz = row_ptr[rows];
+  if (nnz != col_len) {
+    return "input 'col_idx' must hold row_ptr[M] = " + std::to_string(nnz) + " entries, got " +
+           std::to_string(col_len);
+  }
+  if (nnz != values_len) {
+    return "input 'values' must hold row_ptr[M] = " + std::to_string(nnz) + " entries, got " +
+           std::to_string(values_len);
+  }
+  int32_t lo = 0, hi = -1;
+  for (int64_t k = 0; k < nnz; ++k) {
+    lo = std::min(lo, col_idx[k]);
+    hi = std::max(hi, col_idx[k]);
+  }
+  if (lo < 0) {
+    const int64_t at = std::find_if(col_idx, col_idx + nnz, [](int32_t c) { return c < 0; }) - col_idx;
+    return "input 'col_idx' must be >= 0, got col_idx[" + std::to_string(at) + "] = " + std::to_string(col_idx[at]);
+  }
+  csr->rows = rows;
+  csr->nnz = nnz;
+  csr->row_ptr = row_ptr;
+  csr->col_idx = col_idx;
+  csr->values = values;
+  *min_cols = static_cast<int64_t>(hi) + 1;
+  return "";
+}
+
+namespace {
+
+// y[i] = W[i, :] . x (+ y0[i]); four accumulators hide the add latency, the scalar loads keep it portable.
+DKP_ALWAYS_INLINE void spmv_scalar(const Csr& w, const float* x, const float* y0, float* y) {
+  const int32_t* rp = w.row_ptr;
+  const int32_t* ci = w.col_idx;
+  const float* v = w.values;
+  for (int64_t i = 0; i < w.rows; ++i) {
+    int64_t k = rp[i];
+    const int64_t end = rp[i + 1];
+    float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+    for (; k + 4 <= end; k += 4) {
+      a0 += v[k] * x[ci[k]];
+      a1 += v[k + 1] * x[ci[k + 1]];
+      a2 += v[k + 2] * x[ci[k + 2]];
+      a3 += v[k + 3] * x[ci[k + 3]];
+    }
+    for (; k < end; ++k) a0 += v[k] * x[ci[k]];
+    const float s = (a0 + a1) + (a2 + a3);
+    y[i] = y0 ? s + y0[i] : s;
+  }
+}
+
+// One block of up to Width rows of X, held transposed in xt ([n][Width], zero-padded): each non-zero of W
+// multiplies Width contiguous floats, i.e. Width / lanes native vector FMAs. The accumulators are arrays of native
+// vectors V (GCC/Clang vector extension): left to itself the compiler vectorises over the non-zeros instead, and
+// wider-than-native vectors end up in memory.
+template <typename V, int Width>
+DKP_ALWAYS_INLINE void spmm_block(const Csr& w, const float* xt, int64_t nb, const float* y0, int64_t y0_stride,
+                                  float* y, int64_t y_stride) {
+  constexpr int kLanes = sizeof(V) / sizeof(float);
+  constexpr int kChunks = Width / kLanes;
+  static_assert(kChunks * kLanes == Width, "Width must be a multiple of the vector width");
+  const int32_t* rp = w.row_ptr;
+  const int32_t* ci = w.col_idx;
+  const float* v = w.values;
+  // Enough independent accumulator chains (>= 4 vector FMAs in flight) to hide the FMA latency.
+  constexpr int kChains = kChunks >= 4 ? 1 : 4 / kChunks;
+  for (int64_t i = 0; i < w.rows; ++i) {
+    V a[kChains][kChunks];
+    for (int u = 0; u < kChains; ++u) {
+      for (int c = 0; c < kChunks; ++c) a[u][c] = V{};
+    }
+    int64_t k = rp[i];
+    const int64_t end = rp[i + 1];
+    for (; k + kChains <= end; k += kChains) {
+      for (int u = 0; u < kChains; ++u) {
+        const float* xr = xt + static_cast<int64_t>(ci[k + u]) * Width;
+        for (int c = 0; c < kChunks; ++c) {
+          V t;
+          std::memcpy(&t, xr + c * kLanes, sizeof(V));
+          a[u][c] += v[k + u] * t;
+        }
+      }
+    }
+    for (; k < end; ++k) {
+      const float* xr = xt + static_cast<int64_t>(ci[k]) * Width;
+      for (int c = 0; c < kChunks; ++c) {
+        V t;
+        std::memcpy(&t, xr + c * kLanes, sizeof(V));
+        a[0][c] += v[k] * t;
+      }
+    }
+    float acc[Width];
+    for (int c = 0; c < kChunks; ++c) {
+      V s = a[0][c];
+      for (int u = 1; u < kChains; ++u) s += a[u][c];
+      std::memcpy(acc + c * kLanes, &s, sizeof(V));
+    }
+    if (y0) {
+      for (int64_t j = 0; j < nb; ++j) y[j * y_stride + i] = acc[j] + y0[j * y0_stride + i];
+    } else {
+      for (int64_t j = 0; j < nb; ++j) y[j * y_stride + i] = acc[j];
+    }
+  }
+}
+
+typedef float Float4 __attribute__((vector_size(16)));  // SSE2 / NEON register
+
+// The 8 column indices at c, read as four 64-bit words where the byte order allows it.
+DKP_ALWAYS_INLINE void column_pairs(const int32_t* c, uint32_t* out) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  for (int p = 0; p < 4; ++p) {
+    uint64_t q;
+    std::memcpy(&q, c + 2 * p, sizeof(q));
+    out[2 * p] = static_cast<uint32_t>(q);
+    out[2 * p + 1] = static_cast<uint32_t>(q >> 32);
+  }
+#else
+  for (int p = 0; p < 8; ++p) out[p] = static_cast<uint32_t>(c[p]);
+#endif
+}
+typedef float Float8 __attribute__((vector_size(32)));  // AVX register
+
+using SpmvFn = void (*)(const Csr&, const float*, const float*, float*);
+using SpmmFn = void (*)(const Csr&, const float*, int64_t, const float*, int64_t, float*, int64_t);
+using SellFn = void (*)(const SellView&, const float*, const float*, float*);
+
+struct Kernels {
+  SpmvFn spmv;
+  SpmmFn spmm[3];  // widths 4, 8, 16
+  SellFn sell;
+  const char* isa;
+};
+
+// The 8 sums of one SELL-8 slice go back to their rows; lanes past the last row have no row.
+DKP_ALWAYS_INLINE void store_slice(const int32_t* row_of, const float* out, const float* y0, float* y) {
+  for (int r = 0; r < SellView::kSlice; ++r) {
+    const int32_t row = row_of[r];
+    if (row >= 0) y[row] = y0 ? out[r] + y0[row] : out[r];
+  }
+}
+
+// Batch 1 on SELL-8 with baseline SIMD (SSE2 / NEON): two 4-lane accumulators per slice.
+void sell_generic(const SellView& w, const float* xp, const float* y0, float* y) {
+  constexpr int kSlice = SellView::kSlice;
+  for (int64_t s = 0; s < w.slices; ++s) {
+    Float4 a0 = {}, a1 = {};
+    for (int64_t k = w.slice_start[s], end = w.slice_start[s + 1]; k < end; k += kSlice) {
+      // Scalar loads of x beat hardware gathers here (AVX2 gathers ran 1.5x slower on the Zen 4 we measured);
+      // columns are fetched two per load, which frees load slots for x.
+      uint32_t j[kSlice];
+      column_pairs(w.cols + k, j);
+      const Float4 g0 = {xp[j[0]], xp[j[1]], xp[j[2]], xp[j[3]]};
+      const Float4 g1 = {xp[j[4]], xp[j[5]], xp[j[6]], xp[j[7]]};
+      Float4 v0, v1;
+      std::memcpy(&v0, w.values + k, sizeof(Float4));
+      std::memcpy(&v1, w.values + k + 4, sizeof(Float4));
+      a0 += v0 * g0;
+      a1 += v1 * g1;
+    }
+    float out[kSlice];
+    std::memcpy(out, &a0, sizeof(Float4));
+    std::memcpy(out + 4, &a1, sizeof(Float4));
+    store_slice(w.row_of + s * kSlice, out, y0, y);
+  }
+}
+
+void spmv_generic(const Csr& w, const float* x, const float* y0, float* y) { spmv_scalar(w, x, y0, y); }
+
+template <int Width>
+void spmm_generic(const Csr& w, const float* xt, int64_t nb, const float* y0, int64_t y0s, float* y, int64_t ys) {
+  spmm_block<Float4, Width>(w, xt, nb, y0, y0s, y, ys);
+}
+
+#if DKP_HAVE_AVX2_PATH
+__attribute__((target("avx2,fma"))) DKP_ALWAYS_INLINE float hsum256(__m256 a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Batch 1 with 8-wide gathers of x; the ragged end of each row goes through masked loads, which never touch memory
+// past the row (so never past the arrays).
+__attribute__((target("avx2,fma"))) void spmv_avx2(const Csr& w, const float* x, const float* y0, float* y) {
+  const int32_t* rp = w.row_ptr;
+  const int32_t* ci = w.col_idx;
+  const float* v = w.values;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t i = 0; i < w.rows; ++i) {
+    int64_t k = rp[i];
+    const int64_t end = rp[i + 1];
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; k + 16 <= end; k += 16) {
+      const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + k));
+      const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + k + 8));
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + k), _mm256_i32gather_ps(x, c0, 4), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + k + 8), _mm256_i32gather_ps(x, c1, 4), a1);
+    }
+    if (k + 8 <= end) {
+      const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + k));
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + k), _mm256_i32gather_ps(x, c0, 4), a0);
+      k += 8;
+    }
+    if (k < end) {
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(end - k)), lane);
+      const __m256i c = _mm256_maskload_epi32(ci + k, mask);
+      const __m256 vv = _mm256_maskload_ps(v + k, mask);
+      const __m256 g = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x, c, _mm256_castsi256_ps(mask), 4);
+      a1 = _mm256_fmadd_ps(vv, g, a1);
+    }
+    const float s = hsum256(_mm256_add_ps(a0, a1));
+    y[i] = y0 ? s + y0[i] : s;
+  }
+}
+
+// Batch 1 on SELL-8, one 8-lane FMA per step. A step is bound by its 13 loads and 37 instructions (0.7 cycle per
+// non-zero on the Zen 4 here), not by bytes. Lanes 0-3 load x straight into a vector (vmovss / vinsertps), lanes
+// 4-7 through general registers, paired into 64-bit words and moved over: that spreads the x loads over the
+// integer and vector load paths and needs fewer shuffles; measured 3% faster than 8 vector-side loads and one FMA,
+// 5% faster than sell_generic (docs/ops.md lists the variants that lost).
+__attribute__((target("avx2,fma"))) void sell_avx2(const SellView& w, const float* xp, const float* y0, float* y) {
+  constexpr int kSlice = SellView::kSlice;
+  for (int64_t s = 0; s < w.slices; ++s) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t k = w.slice_start[s], end = w.slice_start[s + 1]; k < end; k += kSlice) {
+      uint32_t j[kSlice];
+      column_pairs(w.cols + k, j);
+      const __m128 lo = _mm_setr_ps(xp[j[0]], xp[j[1]], xp[j[2]], xp[j[3]]);
+      uint32_t b[4];  // bit patterns of x at columns j[4..7]
+      for (int r = 0; r < 4; ++r) std::memcpy(&b[r], xp + j[4 + r], sizeof(float));
+      const __m128i hi = _mm_unpacklo_epi64(_mm_cvtsi64_si128(static_cast<int64_t>(b[0] | uint64_t{b[1]} << 32)),
+                                            _mm_cvtsi64_si128(static_cast<int64_t>(b[2] | uint64_t{b[3]} << 32)));
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(w.values + k), _mm256_set_m128(_mm_castsi128_ps(hi), lo), acc);
+    }
+    float out[kSlice];
+    _mm256_storeu_ps(out, acc);
+    store_slice(w.row_of + s * kSlice, out, y0, y);
+  }
+}
+
+template <int Width>
+__attribute__((target("avx2,fma"))) void spmm_avx2(const Csr& w, const float* xt, int64_t nb, const float* y0,
+                                                   int64_t y0s, float* y, int64_t ys) {
+  if constexpr (Width == 4) {
+    spmm_block<Float4, Width>(w, xt, nb, y0, y0s, y, ys);
+  } else {
+    spmm_block<Float8, Width>(w, xt, nb, y0, y0s, y, ys);
+  }
+}
+#endif
+
+// DKP_OPS_ISA=generic forces the portable kernels (tests run both; useful to compare).
+Kernels pick_kernels() {
+#if DKP_HAVE_AVX2_PATH
+  const char* forced = std::getenv("DKP_OPS_ISA");
+  __builtin_cpu_init();
+  if (!(forced && std::strcmp(forced, "generic") == 0) && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma")) {
+    return {spmv_avx2, {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>}, sell_avx2, "avx2+fma"};
+  }
+#endif
+  return {spmv_generic, {spmm_generic<4>, spmm_generic<8>, spmm_generic<16>}, sell_generic, "generic"};
+}
+
+const Kernels& kernels() {
+  static const Kernels k = pick_kernels();
+  return k;
+}
+
+}  // namespace
+
+const char* csr_matmul_isa() { return kernels().isa; }
+
+SlicedEll::SlicedEll(const Csr& w, int64_t min_cols) : rows_(w.rows), pad_col_(min_cols) {
+  const int32_t* rp = w.row_ptr;
+  std::vector<int32_t> order(static_cast<size_t>(rows_));
+  for (int64_t i = 0; i < rows_; ++i) order[i] = static_cast<int32_t>(i);
+  for (int64_t b = 0; b < rows_; b += kSortWindow) {
+    const int64_t e = std::min<int64_t>(rows_, b + kSortWindow);
+    std::stable_sort(order.begin() + b, order.begin() + e,
+                     [rp](int32_t a, int32_t c) { return rp[a + 1] - rp[a] > rp[c + 1] - rp[c]; });
+  }
+  const int64_t slices = (rows_ + kSlice - 1) / kSlice;
+  row_of_.assign(static_cast<size_t>(slices * kSlice), -1);
+  std::copy(order.begin(), order.end(), row_of_.begin());
+  slice_start_.assign(1, 0);
+  int64_t stored = 0;
+  for (int64_t s = 0; s < slices; ++s) {
+    int64_t len = 0;
+    for (int r = 0; r < kSlice; ++r) {
+      const int32_t row = row_of_[s * kSlice + r];
+      if (row >= 0) len = std::max<int64_t>(len, rp[row + 1] - rp[row]);
+    }
+    stored += len * kSlice;
+    slice_start_.push_back(stored);
+  }
+  cols_.assign(static_cast<size_t>(stored), static_cast<int32_t>(pad_col_));
+  values_.assign(static_cast<size_t>(stored), 0.f);
+  for (int64_t s = 0; s < slices; ++s) {
+    for (int r = 0; r < kSlice; ++r) {
+      const int32_t row = row_of_[s * kSlice + r];
+      if (row < 0) continue;
+      for (int64_t k = rp[row], j = 0; k < rp[row + 1]; ++k, ++j) {
+        cols_[slice_start_[s] + j * kSlice + r] = w.col_idx[k];
+        values_[slice_start_[s] + j * kSlice + r] = w.values[k];
+      }
+    }
+  }
+}
+
+void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
+  // Padding reads column pad_col_, which must hold an exact 0 (0 * inf would be NaN): use a copy of the columns
+  // W can touch, plus that zero.
+  thread_local std::vector<float> xz;
+  xz.assign(x, x + pad_col_);
+  xz.push_back(0.f);
+  const SellView view{static_cast<int64_t>(slice_start_.size()) - 1, slice_start_.data(), row_of_.data(),
+                      cols_.data(), values_.data()};
+  kernels().sell(view, xz.data(), y0, y);
+}
+
+void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batch, int64_t n, const float* y0,
+                bool y0_broadcast, float* y) {
+  const Kernels& kn = kernels();
+  const int64_t m = w.rows;
+  if (batch == 1) {
+    if (ell) {
+      ell->matvec(x, y0, y);
+    } else {
+      kn.spmv(w, x, y0, y);
+    }
+    return;
+  }
+  // Per-thread scratch: one kernel object may run on several threads at once (concurrent Run calls).
+  thread_local std::vector<float> xt;
+  const int64_t y0_stride = y0_broadcast ? 0 : m;
+  for (int64_t b0 = 0; b0 < batch; b0 += 16) {
+    const int64_t nb = std::min<int64_t>(16, batch - b0);
+    const float* y0b = y0 ? (y0_broadcast ? y0 : y0 + b0 * m) : nullptr;
+    if (nb == 1) {
+      if (ell) {
+        ell->matvec(x + b0 * n, y0b, y + b0 * m);
+      } else {
+        kn.spmv(w, x + b0 * n, y0b, y + b0 * m);
+      }
+      continue;
+    }
+    const int slot = nb <= 4 ? 0 : nb <= 8 ? 1 : 2;
+    const int64_t width = int64_t{4} << slot;
+    xt.assign(static_cast<size_t>(n * width), 0.f);
+    for (int64_t r = 0; r < nb; ++r) {
+      const float* xr = x + (b0 + r) * n;
+      for (int64_t c = 0; c < n; ++c) xt[c * width + r] = xr[c];
+    }
+    kn.spmm[slot](w, xt.data(), nb, y0b, y0_stride, y + b0 * m, m);
+  }
+}
+
+}  // namespace dkp

@@ -1,0 +1,70 @@
+// The CSR product behind ai.dkp::SparseMatVec, free of any onnxruntime type so it can be read and tested alone.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dkp {
+
+// An M x N sparse matrix in CSR form; the arrays are borrowed, never owned.
+struct Csr {
+  int64_t rows = 0;                 // M = len(row_ptr) - 1
+  int64_t nnz = 0;                  // = row_ptr[M]
+  const int32_t* row_ptr = nullptr;  // [M + 1]
+  const int32_t* col_idx = nullptr;  // [nnz]
+  const float* values = nullptr;     // [nnz]
+};
+
+// Checks every invariant the product relies on: row_ptr[0] == 0, row_ptr non-decreasing,
+// row_ptr[M] == col_len == values_len, col_idx >= 0. Returns "" when the arrays are a valid CSR, else one message
+// that names the offending input. On success fills `csr` and sets `min_cols` to the smallest N this matrix can
+// multiply (largest column index + 1, or 0 when nnz == 0); the caller checks N against it.
+std::string check_csr(const int32_t* row_ptr, int64_t row_ptr_len, const int32_t* col_idx, int64_t col_len,
+                      const float* values, int64_t values_len, Csr* csr, int64_t* min_cols);
+
+// The arrays of a SlicedEll, as its batch-1 kernels read them.
+struct SellView {
+  static constexpr int kSlice = 8;
+  int64_t slices = 0;
+  const int64_t* slice_start = nullptr;  // [slices + 1], offsets into cols / values, multiples of kSlice
+  const int32_t* row_of = nullptr;       // [slices * kSlice], row of each lane, -1 for none
+  const int32_t* cols = nullptr;
+  const float* values = nullptr;
+};
+
+// W re-laid out for the batch-1 product ("sliced ELLPACK", SELL-8-256): rows grouped in slices of 8, each slice
+// stored column-major and padded to its longest row, rows sorted by length within windows of 256 so the padding
+// stays small (about 1% on random sparsity). One step of a slice is 8 values + 8 columns, one per row, multiplied
+// into 8 independent lanes: no per-row horizontal sums, no ragged row ends. Built once, from a constant W checked
+// by check_csr; padding points at column `min_cols` with value 0, which the product maps to a zero.
+class SlicedEll {
+ public:
+  static constexpr int kSlice = SellView::kSlice;
+  static constexpr int kSortWindow = 256;
+  SlicedEll(const Csr& w, int64_t min_cols);
+  // y = W @ x (+ y0); x has at least min_cols entries.
+  void matvec(const float* x, const float* y0, float* y) const;
+  int64_t rows() const { return rows_; }
+  int64_t stored() const { return static_cast<int64_t>(values_.size()); }  // non-zeros + padding
+
+ private:
+  int64_t rows_ = 0;
+  int64_t pad_col_ = 0;
+  std::vector<int64_t> slice_start_;  // offset of each slice in cols_/values_, one more than slices
+  std::vector<int32_t> row_of_;       // original row of each lane, -1 for lanes past the last row
+  std::vector<int32_t> cols_;
+  std::vector<float> values_;
+};
+
+// Y[b, :] = W @ X[b, :] (+ Y0[b, :]) for b < batch. X is [batch, n] row-major and Y is [batch, W.rows].
+// y0 is null, or [batch, W.rows] when y0_broadcast is false, or [W.rows] added to every row when it is true.
+// Requires a CSR accepted by check_csr with min_cols <= n. W is streamed once per block of up to 16 rows of X;
+// single rows go through `ell` when given (the same W, re-laid out), else through the CSR arrays.
+void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batch, int64_t n, const float* y0,
+                bool y0_broadcast, float* y);
+
+// Which instruction set csr_matmul dispatches to on this CPU ("avx2+fma" or "generic"), for benchmarks and docs.
+const char* csr_matmul_isa();
+
+}  // namespace dkp

@@ -1,0 +1,146 @@
+"""Helpers for the ai.dkp::SparseMatVec tests: one-node graphs, sessions, and the scipy float64 reference.
+
+Importable from the tests (pytest puts tests/ on sys.path) and runnable as a script for the checks that must run in
+a child process: `python tests/ops_graphs.py numerics --cases 100` (random cases vs scipy, used to exercise the
+portable kernels with DKP_OPS_ISA=generic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import onnxruntime as ort
+import scipy.sparse as sp
+from onnx import helper, numpy_helper
+
+from dkp_deploy import ops
+
+CSR_NAMES = ("row_ptr", "col_idx", "values")
+
+
+def model_bytes(
+    arrays: Mapping[str, np.ndarray],
+    node_inputs: Iterable[str],
+    constant: Iterable[str] = (),
+    shapes: Mapping[str, list | None] | None = None,
+    overridable: Iterable[str] = (),
+) -> bytes:
+    """A one-node SparseMatVec model.
+
+    Every name in `node_inputs` ("" = left out) is a graph input typed after its array, unless it is in `constant`
+    (a constant initializer) or `overridable` (an initializer that is also a graph input, so a feed may replace it).
+    `shapes` optionally declares a graph input's shape (default: unknown shape, any rank).
+    """
+    constant, overridable, shapes = set(constant), set(overridable), dict(shapes or {})
+    inputs, inits = [], []
+    for name in node_inputs:
+        if not name:
+            continue
+        arr = np.asarray(arrays[name])
+        if name in constant or name in overridable:
+            inits.append(numpy_helper.from_array(arr, name))
+        if name not in constant:
+            elem = helper.np_dtype_to_tensor_dtype(arr.dtype)
+            inputs.append(helper.make_tensor_value_info(name, elem, shapes.get(name)))
+    node = helper.make_node(ops.OP_TYPE, list(node_inputs), ["Y"], domain=ops.DOMAIN, name="spmv")
+    out = helper.make_tensor_value_info("Y", 1, None)
+    graph = helper.make_graph([node], "spmv", inputs, [out], initializer=inits)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, ops.OPSET_VERSION)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8).SerializeToString()
+
+
+def session(model: bytes) -> ort.InferenceSession:
+    """A single-threaded CPU session with the op library, logging only fatal errors (failures are expected)."""
+    options = ops.session_options(intra_op_num_threads=1, log_severity_level=4)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def reference(w: sp.csr_matrix, x: np.ndarray, y0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(X @ W^T + Y0 in float64, |X| @ |W|^T + |Y0| as the scale of its rounding error), both [..., M]."""
+    m = w.shape[0]
+    w64 = sp.csr_matrix(w, dtype=np.float64)
+    x2 = x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1]).astype(np.float64)
+    y = (w64 @ x2.T).T
+    scale = (abs(w64) @ np.abs(x2).T).T
+    shape = (*x.shape[:-1], m)
+    y, scale = y.reshape(shape), scale.reshape(shape)
+    if y0 is not None:
+        y0_64 = np.broadcast_to(y0.astype(np.float64), shape)
+        y, scale = y + y0_64, scale + np.abs(y0_64)
+    return y, scale
+
+
+def random_csr(rng: np.random.Generator, m: int, n: int, density: float, empty_rows: float = 0.0) -> sp.csr_matrix:
+    """A random float32 m x n CSR matrix; a fraction `empty_rows` of its rows is forced empty."""
+    dense = (rng.random((m, n)) < density) * rng.standard_normal((m, n))
+    dense[rng.random(m) < empty_rows] = 0.0
+    w = sp.csr_matrix(dense.astype(np.float32))
+    w.sort_indices()
+    return w
+
+
+def csr_arrays(w: sp.csr_matrix) -> dict[str, np.ndarray]:
+    return {
+        "row_ptr": w.indptr.astype(np.int32),
+        "col_idx": w.indices.astype(np.int32),
+        "values": w.data.astype(np.float32),
+    }
+
+
+def run_case(
+    w: sp.csr_matrix, x: np.ndarray, y0: np.ndarray | None, *, constant: bool, y0_as_empty_name: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs Y = X @ W^T (+ Y0) through the op; returns (got, expected float64, error scale)."""
+    arrays = {"X": x, **csr_arrays(w)}
+    names = ["X", *CSR_NAMES]
+    if y0 is not None:
+        arrays["Y0"] = y0
+        names.append("Y0")
+    elif y0_as_empty_name:
+        names.append("")
+    sess = session(model_bytes(arrays, names, constant=CSR_NAMES if constant else ()))
+    feeds = {k: v for k, v in arrays.items() if not (constant and k in CSR_NAMES)}
+    (got,) = sess.run(None, feeds)
+    expected, scale = reference(w, x, y0)
+    return got, expected, scale
+
+
+def assert_matches(got: np.ndarray, expected: np.ndarray, scale: np.ndarray) -> None:
+    """float32 accumulation over at most a few hundred terms: error <= 1e-5 of the absolute sum, plus a floor."""
+    assert got.dtype == np.float32
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    err = np.abs(got.astype(np.float64) - expected)
+    bad = err > 1e-5 * scale + 1e-6
+    assert not bad.any(), f"max error {err.max():.3g} at {np.argwhere(bad)[0]}"
+
+
+def random_numerics(cases: int, seed: int) -> int:
+    """`cases` random shapes/sparsities/modes through the op, each checked against scipy; returns the count."""
+    rng = np.random.default_rng(seed)
+    for _ in range(cases):
+        m, n = int(rng.integers(0, 40)), int(rng.integers(1, 40))
+        w = random_csr(rng, m, n, float(rng.choice([0.0, 0.05, 0.3, 1.0])), empty_rows=0.3)
+        lead = [(), (int(rng.integers(1, 40)),), (int(rng.integers(1, 4)), int(rng.integers(1, 12)))][rng.integers(3)]
+        x = rng.standard_normal((*lead, n)).astype(np.float32)
+        mode = rng.integers(3)
+        y0 = None if mode == 0 else rng.standard_normal((*lead, m) if mode == 1 else (m,)).astype(np.float32)
+        got, expected, scale = run_case(w, x, y0, constant=bool(rng.integers(2)))
+        assert_matches(got, expected, scale)
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("check", choices=["numerics"])
+    p.add_argument("--cases", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(f"numerics: {random_numerics(args.cases, args.seed)} cases match scipy")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

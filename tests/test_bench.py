@@ -1,0 +1,122 @@
+"""dkp-bench: the workloads it builds, its bookkeeping, and a `--quick` smoke run (no timed assertions)."""
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+import scipy.sparse as sp
+from onnx import TensorProto, helper, numpy_helper
+
+from dkp_deploy.bench import cli, measure, profile, report, workloads
+
+
+def test_doped_matrix_reaches_target_cf() -> None:
+    rng = np.random.default_rng(0)
+    for cf in (10, 20, 25):
+        w = workloads.doped_matrix(2600, 1300, cf, rng, workloads.MEDIUM_KRON)
+        w.check()
+        stored = w.factors["B"].size + w.factors["C"].size + w.nnz  # the paper's eq. 3, counted by hand
+        assert 2600 * 1300 / stored == pytest.approx(cf, rel=1e-4)
+        assert w.factors["B"].shape == (52, 65) and w.factors["C"].shape == (50, 20)
+
+
+def test_random_csr_is_valid_and_has_requested_nnz() -> None:
+    a = workloads.random_csr(37, 23, 100, np.random.default_rng(1))
+    m = sp.csr_matrix((a.values, a.col_idx, a.row_ptr), shape=(37, 23))
+    m.check_format(full_check=True)
+    assert m.has_sorted_indices and m.nnz == 100
+    assert np.count_nonzero(m.toarray()) == 100  # no duplicate positions were summed
+
+
+def test_densified_folds_the_same_matrix() -> None:
+    spec = workloads.layer_spec(12, 8, 2, seed=3, kron=((3, 2), (4, 4)))
+    w = spec.blocks[0].weight
+    b, c = w.factors["B"].astype(float), w.factors["C"].astype(float)
+    by_hand = np.einsum("ij,kl->ikjl", b, c).reshape(12, 8) + w.sparse.to_scipy().toarray()
+    dense = workloads.densified(spec).blocks[0].weight
+    assert dense.structure == "dense"
+    np.testing.assert_allclose(dense.factors["W"], by_hand, rtol=1e-6, atol=1e-6)
+
+
+def test_macs_and_bytes_count_the_deployed_computation() -> None:
+    w = workloads.doped_matrix(2600, 1300, 25, np.random.default_rng(0), workloads.MEDIUM_KRON)
+    # B @ X (52*65*20) then (.) @ C^T (52*20*50) is the cheaper order for these shapes
+    assert workloads.matvec_macs(w) == 52 * 65 * 20 + 52 * 20 * 50 + w.nnz
+    assert workloads.matrix_bytes(w) == 4 * (52 * 65 + 50 * 20) + 8 * w.nnz + 4 * 2601
+
+
+def test_compare_samples_every_callable_in_every_round() -> None:
+    calls = {"a": 0, "b": 0}
+
+    def make(k):
+        def fn():
+            calls[k] += 1
+
+        return fn
+
+    budget = measure.Budget(rounds=3, repeats=4, warmup=1)
+    t = measure.compare({k: make(k) for k in calls}, budget)
+    assert calls == {"a": 15, "b": 15}
+    assert set(t) == {"a", "b"} and all(v.seconds > 0 and v.spread >= 0 for v in t.values())
+
+
+def _tiny_graph(path) -> None:
+    w = np.random.default_rng(0).random((16, 8)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["t"], name="mm"), helper.make_node("Tanh", ["t"], ["y"], name="act")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 8])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_profile_summarises_ort_events(tmp_path) -> None:
+    _tiny_graph(tmp_path / "t.onnx")
+    prof = profile.profile(tmp_path / "t.onnx", {"x": np.ones((2, 16), np.float32)}, runs=10)
+    assert prof["nodes"] == 2 and prof["runs"] >= 10
+    assert {p["op"] for p in prof["by_op"]} == {"MatMul", "Tanh"}
+    assert sum(p["share"] for p in prof["by_op"]) == pytest.approx(1.0)
+    assert prof["kernel_us"] == pytest.approx(sum(p["us"] for p in prof["by_op"]))
+
+
+def test_targets_flag_misses() -> None:
+    model_rows = [{"hidden": 650, "target_cf": 25, "speedup_lstm_custom": 4.0, "bytes_bound_lstm": 12.6,
+                   "mac_reduction_lstm": 13.5}]
+    layer_rows = [{"cf": 20, "batch": 1, "runtime": "ORT", "impl": "custom", "shape": "2600x1300", "speedup": 6.0,
+                   "bytes_reduction": 10.0, "mac_reduction": 11.9}]
+    t = report.targets(layer_rows, model_rows)
+    assert [x["holds"] for x in t] == [False, True]
+    assert "MISSED" in report.render_text(report.targets_table(t))
+
+
+def test_bad_output_directory_is_exit_2(tmp_path, capsys) -> None:
+    assert cli.main(["--quick", "--json", str(tmp_path / "missing" / "r.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_quick_run_writes_json_plots_and_page(tmp_path, capsys) -> None:
+    out, page = tmp_path / "results", tmp_path / "docs" / "performance.md"
+    page.parent.mkdir()
+    assert cli.main(["--quick", "--out", str(out), "--json", str(tmp_path / "r.json"), "--docs", str(page)]) == 0
+    text = capsys.readouterr().out
+    for title in ("Kernel W_s @ x", "Doped layer", "LSTM LM step graph", "Profile"):
+        assert title in text
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results == json.loads((out / "results.json").read_text())
+    assert results["environment"]["threads"] == 1 and results["environment"]["cpu"]
+    impls = {r["impl"] for r in results["kernel"]}
+    assert "TFLite sparse FC" in impls and len(impls) >= 4
+    for section in ("kernel", "layer", "model"):
+        speedups = [v for r in results[section] for k, v in r.items() if k.startswith("speedup") and v is not None]
+        assert speedups and all(math.isfinite(v) and v > 0 for v in speedups)
+    assert {r["runtime"] for r in results["layer"]} == {"ORT", "TFLite"}
+    assert results["profile"]["lstm_custom"]["nodes"] > 0
+    assert results["targets"] == []  # the targets are stated at the paper's shapes, which --quick does not run
+    for name in ("kernel", "layer", "model", "profile"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = page.read_text()
+    assert "dkp-bench --quick" in doc and "## Reading this run" in doc and "](../results/model.png)" in doc

@@ -1,0 +1,129 @@
+"""Post-training doping: exactness at density 1, CF targets, the nearest Kronecker product, recursion."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import dkp_deploy  # noqa: E402
+from dkp_deploy.compression import compress, nearest_kronecker  # noqa: E402
+from dkp_deploy.errors import InputError  # noqa: E402
+from dkp_deploy.nn import DopedLinear, DopedLSTM, DopedLSTMLM, to_spec  # noqa: E402
+
+nn = torch.nn
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("structure,kw", [("kron", {}), ("lmf", {"rank": 3}), ("hmd", {"rank": 2}), ("none", {})])
+def test_lstm_at_density_one_reproduces_outputs(structure: str, kw: dict, batch_first: bool) -> None:
+    torch.manual_seed(0)
+    lstm = nn.LSTM(6, 8, 2, batch_first=batch_first)
+    x, h0, c0 = torch.randn((3, 9, 6) if batch_first else (9, 3, 6)), torch.randn(2, 3, 8), torch.randn(2, 3, 8)
+    doped = compress(lstm, density=1.0, structure=structure, **kw)
+    assert isinstance(doped, DopedLSTM) and isinstance(lstm, nn.LSTM)  # input left untouched
+    with torch.no_grad():
+        y, (h, c) = lstm(x, (h0, c0))
+        y2, (h2, c2) = doped(x, (h0, c0))
+    for a, b in ((y, y2), (h, h2), (c, c2)):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cf", [4.0, 10.0])
+def test_cf_target_is_met(cf: float) -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(30, 40), nn.ReLU(), nn.LSTM(40, 10, 1))
+    doped = compress(model[2], cf=cf)
+    got = to_spec(doped).summary()["compression_factor"]
+    assert abs(got - cf) / cf < 0.1
+    lin = compress(model[0], cf=cf)
+    assert abs(lin.compression_factor() - cf) / cf < 0.1
+
+
+def test_nearest_kronecker_recovers_and_is_optimal() -> None:
+    rng = np.random.default_rng(0)
+    B, C = rng.standard_normal((3, 4)), rng.standard_normal((5, 2))
+    W = np.kron(B, C)
+    b, c = nearest_kronecker(torch.from_numpy(W), ((3, 4), (5, 2)))
+    np.testing.assert_allclose(np.kron(b.numpy(), c.numpy()), W, atol=1e-12)
+    noisy = W + 0.3 * rng.standard_normal(W.shape)
+    b, c = nearest_kronecker(torch.from_numpy(noisy), ((3, 4), (5, 2)))
+    err = np.linalg.norm(noisy - np.kron(b.numpy(), c.numpy()))
+    assert err <= np.linalg.norm(noisy - W)  # no worse than the true factors
+    for _ in range(20):  # nor than random perturbations of the answer
+        pb = b.numpy() + 0.01 * rng.standard_normal(b.shape)
+        pc = c.numpy() + 0.01 * rng.standard_normal(c.shape)
+        assert err <= np.linalg.norm(noisy - np.kron(pb, pc)) + 1e-12
+
+
+def test_nearest_kronecker_error_is_the_rearranged_spectrum_tail() -> None:
+    """Van Loan-Pitsianis: ||W - kron(B, C)||_F^2 = ||W||_F^2 - sigma_1(R)^2, R built here entry by entry."""
+    rng = np.random.default_rng(5)
+    (m1, n1), (m2, n2) = (3, 2), (4, 5)
+    W = rng.standard_normal((m1 * m2, n1 * n2))
+    R = np.empty((m1 * n1, m2 * n2))
+    for i1, j1, i2, j2 in np.ndindex(m1, n1, m2, n2):  # R[(i1, j1), (i2, j2)] = W[i1*m2 + i2, j1*n2 + j2]
+        R[i1 * n1 + j1, i2 * n2 + j2] = W[i1 * m2 + i2, j1 * n2 + j2]
+    sigma1 = np.linalg.svd(R, compute_uv=False)[0]
+    b, c = nearest_kronecker(torch.from_numpy(W), ((m1, n1), (m2, n2)))
+    err2 = np.linalg.norm(W - np.kron(b.numpy(), c.numpy())) ** 2
+    assert err2 == pytest.approx(np.linalg.norm(W) ** 2 - sigma1**2, rel=1e-10)
+
+
+def test_sparse_part_is_largest_residual_entries() -> None:
+    torch.manual_seed(2)
+    lin = nn.Linear(12, 10)
+    d = compress(lin, density=0.2, kron_shape=((5, 4), (2, 3)))
+    B, C = nearest_kronecker(lin.weight.double(), ((5, 4), (2, 3)))
+    residual = lin.weight.detach().double().numpy() - np.kron(B.numpy(), C.numpy())
+    mask = d.mask.numpy()
+    assert d.nnz == 24
+    assert np.abs(residual[mask]).min() >= np.abs(residual[~mask]).max()
+    np.testing.assert_allclose(d.W_s.detach().numpy()[mask], residual[mask], rtol=1e-5, atol=1e-6)
+
+
+def test_recursive_compress_and_skip() -> None:
+    torch.manual_seed(3)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 6)
+            self.rnn = nn.LSTM(6, 6)
+            self.head = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 10))
+
+    net = Net()
+    out = compress(net, density=0.5, skip=["head.2"])
+    assert isinstance(out.rnn, DopedLSTM) and isinstance(out.head[0], DopedLinear)
+    assert type(out.head[2]) is nn.Linear and type(out.emb) is nn.Embedding
+    assert isinstance(net.rnn, nn.LSTM)  # the original is not modified
+    lm = DopedLSTMLM(10, 4, 4, 1)
+    assert type(compress(lm, density=0.1).decoder) is nn.Linear  # the LM's decoder stays dense
+
+
+def test_multihead_attention_is_left_dense() -> None:
+    torch.manual_seed(4)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0)
+    doped = compress(layer, density=1.0).eval()
+    assert isinstance(doped.linear1, DopedLinear) and type(doped.self_attn.out_proj) is not DopedLinear
+    x = torch.randn(5, 2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(doped(x), layer.eval()(x), rtol=0, atol=1e-5)
+
+
+def test_package_level_name_is_callable() -> None:
+    out = dkp_deploy.compress(nn.Linear(8, 8), density=0.5)
+    assert isinstance(out, DopedLinear)
+
+
+def test_bad_requests() -> None:
+    with pytest.raises(InputError, match="exactly one"):
+        compress(nn.Linear(4, 4))
+    with pytest.raises(InputError, match="exactly one"):
+        compress(nn.Linear(4, 4), cf=2, density=0.1)
+    with pytest.raises(InputError, match="cannot reach CF"):
+        compress(nn.Linear(8, 8), cf=100)
+    with pytest.raises(InputError, match="rank"):
+        compress(nn.Linear(8, 8), density=0.1, structure="lmf")
+    with pytest.raises(InputError, match="factor"):
+        compress(nn.Linear(8, 8), density=0.1, kron_shape=((3, 3), (3, 3)))
+    with pytest.raises(InputError, match="unidirectional"):
+        compress(nn.LSTM(4, 4, bidirectional=True), density=0.1)

@@ -1,0 +1,197 @@
+"""What the exported ONNX file holds: no M x N tensor, size bound, metadata, names, tied weights, options."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from _onnx_models import bias, big_mlp, doped, lstm, lstm_lm, mlp, must_hold_bytes, single
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import numpy_helper
+
+from dkp_deploy import reference, runtime, signature
+from dkp_deploy.converters.onnx import SPARSE_IMPLS, load_exported, to_onnx
+from dkp_deploy.errors import InputError
+from dkp_deploy.spec import CSR, replace
+
+
+def _graphs(g: onnx.GraphProto):
+    yield g
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(a.g)
+
+
+def _initializers(model):
+    return [t for g in _graphs(model.graph) for t in g.initializer]
+
+
+def _nodes(model):
+    return [n for g in _graphs(model.graph) for n in g.node]
+
+
+@pytest.mark.parametrize("impl", ["custom", "portable"])
+@pytest.mark.parametrize("make", [big_mlp, mlp, lstm, lstm_lm])
+@pytest.mark.parametrize("mode", ["sequence", "step"])
+def test_no_dense_w_and_size_bound(tmp_path, impl, make, mode):
+    spec = make()
+    path = to_onnx(spec, tmp_path / "m.onnx", sparse_impl=impl, mode=mode, quiet=True)
+    model = onnx.load(str(path))
+    sizes = [int(np.prod(t.dims)) for t in _initializers(model)]
+    for name, w in spec.matrices().items():
+        if w.structure != "dense":
+            assert max(sizes) < w.shape[0] * w.shape[1], name
+    assert all(len(t.raw_data) == int(np.prod(t.dims)) * numpy_helper.to_array(t).itemsize
+               for t in _initializers(model) if np.prod(t.dims) > 4), "initializers are stored raw"
+    for g in _graphs(model.graph):  # every stored tensor is used (no dead bytes)
+        used = {i for n in _nodes(model) for i in n.input} | {i.name for i in g.input}
+        assert not [t.name for t in g.initializer if t.name not in used]
+    if make is big_mlp:  # large enough that the graph itself is small next to the weights
+        assert path.stat().st_size <= 1.1 * must_hold_bytes(spec)
+
+
+def test_dense_impl_holds_folded_w(tmp_path):
+    spec = big_mlp()
+    model = onnx.load(str(to_onnx(spec, tmp_path / "d.onnx", sparse_impl="dense", quiet=True)))
+    shapes = {tuple(t.dims) for t in _initializers(model)}
+    assert {(512, 256), (128, 512)} <= shapes
+
+
+@pytest.mark.parametrize("make,batch_first", [(mlp, None), (lstm, False), (lstm, True), (lstm_lm, False),
+                                              (lstm_lm, True)])
+@pytest.mark.parametrize("mode", ["sequence", "step"])
+def test_graph_shape_and_names(tmp_path, make, batch_first, mode):
+    spec = make() if batch_first is None else make(batch_first=batch_first)
+    model = onnx.load(str(to_onnx(spec, tmp_path / "m.onnx", mode=mode, quiet=True)))
+    nodes = _nodes(model)
+    transposes = sorted(n.name for n in nodes if n.op_type == "Transpose")
+    # the only Transposes: batch_first input and output of a sequence graph
+    assert transposes == (["lstm/batch_major", "lstm/time_major"] if batch_first and mode == "sequence" else [])
+    names = [n.name for n in nodes]
+    assert len(set(names)) == len(names) and all(names)
+    for matrix in spec.matrices():
+        assert any(n.startswith((matrix + "/", "scan/" + matrix + "/")) for n in names), matrix
+    kron = [n for n in nodes if "/kron/" in n.name]
+    assert [n.op_type for n in kron if n.op_type in ("Reshape", "MatMul")].count("MatMul") == 2 * sum(
+        w.structure == "kron" for w in spec.matrices().values())
+    assert sum(n.op_type == "SparseMatVec" and n.domain == "ai.dkp" for n in nodes) == sum(
+        w.nnz > 0 and w.structure != "dense" for w in spec.matrices().values())
+    io = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
+    want = ([s.name for s in signature.inputs(spec, mode)], [s.name for s in signature.outputs(spec, mode)])
+    assert io == want
+
+
+def test_metadata(tmp_path):
+    spec = lstm_lm()
+    model = onnx.load(str(to_onnx(spec, tmp_path / "m.onnx", sparse_impl="portable", mode="step", quiet=True)))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["dkp.mode"] == "step" and meta["dkp.sparse_impl"] == "portable" and meta["dkp.arch"] == "lstm_lm"
+    assert float(meta["dkp.compression_factor"]) == pytest.approx(spec.summary()["compression_factor"], rel=1e-5)
+    layers = json.loads(meta["dkp.layers"])
+    assert set(layers) == set(spec.matrices())
+    for name, w in spec.matrices().items():
+        assert layers[name]["shape"] == list(w.shape) and layers[name]["nnz"] == w.nnz
+    assert meta["dkp.tool_version"] and model.producer_name == "dkp-deploy"
+
+
+def test_tied_embedding_is_one_initializer(tmp_path):
+    spec = lstm_lm(vocab=13)
+    for mode in ("sequence", "step"):
+        model = onnx.load(str(to_onnx(spec, tmp_path / f"{mode}.onnx", mode=mode, quiet=True)))
+        assert [tuple(t.dims) for t in _initializers(model)].count((13, 4)) == 1
+        exported = load_exported(tmp_path / f"{mode}.onnx")
+        np.testing.assert_array_equal(exported.matrices["decoder"], spec.blocks[0].weight.astype(np.float64))
+
+
+@pytest.mark.parametrize("impl", SPARSE_IMPLS)
+def test_load_exported_rebuilds_w(tmp_path, impl):
+    spec = lstm(batch_first=True)
+    for mode in ("sequence", "step"):
+        exported = load_exported(to_onnx(spec, tmp_path / f"{mode}.onnx", sparse_impl=impl, mode=mode, quiet=True))
+        assert exported.mode == mode and exported.format == "onnx"
+        for name, w in spec.matrices().items():
+            # exact for factored files; float32 rounding of the folded W for the dense baseline
+            np.testing.assert_allclose(exported.matrices[name], w.dense(), rtol=0, atol=1e-6 if impl == "dense" else 0)
+
+
+@pytest.mark.parametrize("skewed", [False, True])
+def test_portable_formulations(tmp_path, skewed):
+    """Rows of similar length run as padded rows (ReduceSum); one long row falls back to ScatterElements."""
+    rng = np.random.default_rng(5)
+    w = doped(rng, 40, 30, "kron", kron=((8, 6), (5, 5)), density=0.1 if skewed else 0.5)
+    if skewed:
+        dense = w.sparse.to_dense(np.float32)
+        dense[3:6] = rng.standard_normal((3, 30))
+        w = replace(w, sparse=CSR.from_dense(dense))
+    spec = single(w, bias(rng, 40))
+    path = to_onnx(spec, tmp_path / "p.onnx", sparse_impl="portable", quiet=True)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert ("ScatterElements" in ops and "ReduceSum" not in ops) if skewed else ("ReduceSum" in ops)
+    feeds = signature.random_feeds(spec, batch=3)
+    np.testing.assert_allclose(runtime.run(path, feeds)["y"], reference.run(spec, feeds)["y"], atol=2e-6)
+
+
+def test_portable_index_work_is_folded_by_onnxruntime(tmp_path):
+    import onnxruntime as ort
+
+    spec = big_mlp()
+    path = to_onnx(spec, tmp_path / "p.onnx", sparse_impl="portable", quiet=True)
+    optimized = tmp_path / "opt.onnx"
+    runtime.session(path, optimized_model_filepath=str(optimized),
+                    graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+    ops = {n.op_type for n in onnx.load(str(optimized)).graph.node}
+    assert not ops & {"Where", "CumSum", "ConstantOfShape", "Less", "Min"}, ops
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    m1=st.integers(1, 4), n1=st.integers(1, 4), m2=st.integers(1, 4), n2=st.integers(1, 4),
+    structure=st.sampled_from(["kron", "kron", "lmf", "hmd", "none"]),
+    density=st.sampled_from([0.0, 0.05, 0.3, 1.0]), with_bias=st.booleans(), batch=st.integers(1, 3),
+    impl=st.sampled_from(SPARSE_IMPLS), seed=st.integers(0, 2**16),
+)
+def test_doped_layer_property(tmp_path, m1, n1, m2, n2, structure, density, with_bias, batch, impl, seed):
+    """Any kron shape (1-wide included), any structure, any density (no nonzeros, empty rows, full), any batch."""
+    rng = np.random.default_rng(seed)
+    m, n = m1 * m2, n1 * n2
+    top = 1 if m > 1 else 0
+    w = doped(rng, m, n, structure, kron=((m1, n1), (m2, n2)), top=top, rank=2, density=density)
+    spec = single(w, bias(rng, m) if with_bias else None)
+    path = to_onnx(spec, tmp_path / "k.onnx", sparse_impl=impl, quiet=True)
+    feeds = signature.random_feeds(spec, batch=batch, seed=seed)
+    np.testing.assert_allclose(runtime.run(path, feeds)["y"], reference.run(spec, feeds)["y"], atol=2e-6)
+
+
+@pytest.mark.parametrize("opset", [17, 18, 20, 21])
+@pytest.mark.parametrize("make,mode", [(mlp, "sequence"), (lstm_lm, "step"), (lstm, "sequence")])
+def test_opsets(tmp_path, opset, make, mode):
+    spec = make()
+    path = to_onnx(spec, tmp_path / "o.onnx", opset=opset, mode=mode, sparse_impl="portable", quiet=True)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert {o.domain: o.version for o in model.opset_import} == {"": opset}
+    feeds = signature.random_feeds(spec, mode, batch=2)
+    out, ref = runtime.run(path, feeds), reference.run(spec, feeds, mode)
+    for name in ref:
+        np.testing.assert_allclose(out[name], ref[name], atol=2e-6)
+
+
+def test_bad_options_and_inputs(tmp_path):
+    spec = mlp()
+    with pytest.raises(ValueError, match="sparse_impl"):
+        to_onnx(spec, tmp_path / "a.onnx", sparse_impl="csr")
+    with pytest.raises(ValueError, match="mode"):
+        to_onnx(lstm(), tmp_path / "a.onnx", mode="stream")
+    with pytest.raises(ValueError, match="opset"):
+        to_onnx(spec, tmp_path / "a.onnx", opset=11)
+    with pytest.raises(InputError, match="does not exist"):
+        to_onnx(spec, tmp_path / "missing" / "a.onnx")
+    bad = mlp()
+    bad.blocks[0].bias[0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        to_onnx(bad, tmp_path / "a.onnx")
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,134 @@
+"""ai.dkp::SparseMatVec computes X @ W^T (+ Y0): checked against scipy.sparse in float64 over random shapes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ops_graphs import CSR_NAMES, assert_matches, csr_arrays, model_bytes, random_csr, reference, run_case, session
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@st.composite
+def cases(draw):
+    """(W, X, Y0 or None, constant CSR?, Y0 named "" on the node?) over the shapes the contract allows."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    m = draw(st.integers(0, 48))
+    n = draw(st.integers(1, 48))
+    density = draw(st.sampled_from([0.0, 0.02, 0.1, 0.5, 1.0]))
+    empty_rows = draw(st.sampled_from([0.0, 0.5]))
+    w = random_csr(rng, m, n, density, empty_rows)
+    # batch sizes cover the 1-row path and every block width (<= 4, <= 8, <= 16, several blocks)
+    lead = draw(
+        st.one_of(
+            st.just(()),
+            st.tuples(st.sampled_from([1, 2, 3, 5, 8, 9, 16, 17, 40])),
+            st.tuples(st.integers(1, 3), st.integers(1, 7)),
+        )
+    )
+    x = rng.standard_normal((*lead, n)).astype(np.float32)
+    y0_mode = draw(st.sampled_from(["none", "empty_name", "full", "broadcast"]))
+    y0 = None
+    if y0_mode == "full":
+        y0 = rng.standard_normal((*lead, m)).astype(np.float32)
+    elif y0_mode == "broadcast":
+        y0 = rng.standard_normal((m,)).astype(np.float32)
+    return w, x, y0, draw(st.booleans()), y0_mode == "empty_name"
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_matches_scipy_float64(case) -> None:
+    w, x, y0, constant, empty_name = case
+    got, expected, scale = run_case(w, x, y0, constant=constant, y0_as_empty_name=empty_name)
+    assert_matches(got, expected, scale)
+
+
+@pytest.mark.parametrize("constant", [True, False])
+def test_nnz_zero_gives_y0_or_zeros(constant: bool) -> None:
+    rng = np.random.default_rng(1)
+    w = random_csr(rng, 7, 5, 0.0)
+    assert w.nnz == 0
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    got, _, _ = run_case(w, x, None, constant=constant)
+    assert np.array_equal(got, np.zeros((3, 7), np.float32))
+    y0 = rng.standard_normal((3, 7)).astype(np.float32)
+    got, _, _ = run_case(w, x, y0, constant=constant)
+    assert np.array_equal(got, y0)
+    for batch in (1, 3):  # N = 0: an empty X still gives Y0
+        got, _, _ = run_case(random_csr(rng, 7, 0, 0.0), np.ones((batch, 0), np.float32), y0[:batch], constant=constant)
+        assert np.array_equal(got, y0[:batch])
+
+
+def test_n_equals_one_and_m_zero() -> None:
+    rng = np.random.default_rng(2)
+    w = random_csr(rng, 6, 1, 1.0)
+    x = rng.standard_normal((4, 1)).astype(np.float32)
+    assert_matches(*run_case(w, x, None, constant=True))
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    got, _, _ = run_case(random_csr(rng, 0, 3, 0.5), x, None, constant=True)
+    assert got.shape == (2, 0)
+
+
+def test_a_realistic_layer_at_batch_1_and_8() -> None:
+    """The benchmark's shape (scaled down): long rows exercise the unrolled and masked vector paths."""
+    rng = np.random.default_rng(3)
+    w = random_csr(rng, 260, 1300, 0.05)
+    for batch in (1, 8):
+        x = rng.standard_normal((batch, 1300)).astype(np.float32)
+        y0 = rng.standard_normal((batch, 260)).astype(np.float32)
+        assert_matches(*run_case(w, x, y0, constant=True))
+
+
+def test_portable_kernels_match_scipy_too() -> None:
+    """DKP_OPS_ISA=generic forces the baseline kernels (the ones ARM and old x86 run); checked in a child process."""
+    env = {**os.environ, "DKP_OPS_ISA": "generic"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "ops_graphs.py"), "numerics", "--cases", "80", "--seed", "7"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "80 cases match scipy" in proc.stdout
+
+
+@pytest.mark.parametrize("constant", [True, False])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_non_finite_x_reaches_only_rows_that_use_it(constant: bool, batch: int) -> None:
+    """Padding in the re-laid-out W must add exact zeros: inf in a column leaves rows without it finite."""
+    rng = np.random.default_rng(4)
+    w = random_csr(rng, 50, 20, 0.1, empty_rows=0.2)
+    x = rng.standard_normal((batch, 20)).astype(np.float32)
+    x[:, 0] = np.inf
+    x[:, 1] = np.nan
+    got, expected, _ = run_case(w, x, None, constant=constant)
+    uses = (w[:, :2] != 0).toarray().any(axis=1)
+    assert uses.any() and not uses.all()
+    assert np.all(np.isfinite(got[:, ~uses]))
+    assert not np.any(np.isfinite(got[:, uses]))
+    np.testing.assert_allclose(got[:, ~uses], expected[:, ~uses], rtol=1e-5, atol=1e-5)
+
+
+def test_concurrent_runs_of_one_session() -> None:
+    """One kernel object serves concurrent Run calls (per-thread scratch): every thread gets its own right answer."""
+    rng = np.random.default_rng(5)
+    w = random_csr(rng, 300, 200, 0.1)
+    model = model_bytes({"X": np.ones((1, 200), np.float32), **csr_arrays(w)}, ("X", *CSR_NAMES), constant=CSR_NAMES)
+    sess = session(model)
+    xs = [rng.standard_normal((batch, 200)).astype(np.float32) for batch in (1, 8, 1, 5, 16, 1, 3, 1) * 4]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return sess.run(None, {"X": x})[0]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, xs))
+    for x, got in zip(xs, results):
+        assert_matches(got, *reference(w, x, None))
