@@ -51,20 +51,20 @@ _SHARED = "two tensors share stored data, which checkpoints never hold"
 # -- save -----------------------------------------------------------------------------------------------------
 
 
-def save(model_or_spec: Any, path: str | os.PathLike) -> None:
-    """Write a `ModelSpec` or a torch module (via `dkp_deploy.nn.to_spec`) as a checkpoint at `path`.
+def save(model: Any, path: str | os.PathLike) -> None:
+    """Write `model`, a doped torch module (via `dkp_deploy.nn.to_spec`) or a `ModelSpec`, as a checkpoint at `path`.
 
     Arrays are stored as float32 (weights) and int32 (CSR indices). The file is written atomically and is
     deterministic: the same model gives the same bytes.
     """
     import torch
 
-    if isinstance(model_or_spec, ModelSpec):
-        spec = model_or_spec
+    if isinstance(model, ModelSpec):
+        spec = model
     else:
         from .nn import to_spec
 
-        spec = to_spec(model_or_spec)
+        spec = to_spec(model)
     spec.check()
     _check_csr_order(spec)  # refuse to write what load_spec would refuse to read
     payload = _to_payload(spec, lambda a, dtype: torch.from_numpy(np.array(a, dtype=dtype, order="C", copy=True)))

@@ -73,13 +73,13 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("model", help="checkpoint written by dkp_deploy.save (.pt)")
     p.add_argument("-o", "--output", required=True, help="output file: .onnx or .tflite")
     p.add_argument("--target", choices=sorted(set(TARGETS.values())), help="output format (default: from -o)")
-    p.add_argument("--sparse-impl", choices=SPARSE_IMPLS, default="custom",
+    p.add_argument("--sparse-impl", choices=SPARSE_IMPLS, default=None,
                    help="ONNX only: how W_s runs (custom: ai.dkp::SparseMatVec; portable: standard ops; "
                         "dense: folded W, the baseline). Default: custom")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="recurrent models: sequence (Scan over time) or step (one time step). "
                         "Default: sequence for ONNX, step for TFLite")
-    p.add_argument("--opset", type=int, choices=OPSETS, default=DEFAULT_OPSET, metavar="N",
+    p.add_argument("--opset", type=int, choices=OPSETS, default=None, metavar="N",
                    help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary line")
     args = p.parse_args(argv)
@@ -94,10 +94,14 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
         if target == "onnx":
             from .converters import to_onnx
 
-            written = to_onnx(args.model, out, sparse_impl=args.sparse_impl, mode=args.mode or "sequence",
-                              opset=args.opset, quiet=args.quiet)
-            detail = f"onnx, sparse-impl {args.sparse_impl}, mode {args.mode or 'sequence'}"
+            impl = args.sparse_impl or "custom"
+            written = to_onnx(args.model, out, sparse_impl=impl, mode=args.mode or "sequence",
+                              opset=args.opset or DEFAULT_OPSET, quiet=args.quiet)
+            detail = f"onnx, sparse-impl {impl}, mode {args.mode or 'sequence'}"
         else:
+            ignored = [flag for flag, value in (("--sparse-impl", args.sparse_impl), ("--opset", args.opset)) if value]
+            if ignored:
+                raise InputError(f"{' and '.join(ignored)} apply to ONNX only, not to a .tflite target", out)
             from .converters import to_tflite
 
             written = to_tflite(args.model, out, mode=args.mode or "step", quiet=args.quiet)

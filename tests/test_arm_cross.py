@@ -40,3 +40,34 @@ def test_ops_library_cross_compiles_for_aarch64(tmp_path: Path) -> None:
         symbols = subprocess.run([nm, "-D", "--defined-only", str(lib)], check=True, capture_output=True, text=True)
         exported = {line.split()[-1] for line in symbols.stdout.splitlines()}
         assert "RegisterCustomOps" in exported
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tflite"])
+def test_parity_script_passes_and_fails_when_it_must(tmp_path: Path, runtime: str) -> None:
+    """The host half of `make arm-check` on x86: the same scripts, exit 0 on parity and 1 on a wrong reference."""
+    import sys
+
+    import numpy as np
+
+    if runtime == "tflite":
+        pytest.importorskip("dkp_deploy.converters.tflite")
+        if not any(__import__("importlib").util.find_spec(m) for m in ("ai_edge_litert", "tflite_runtime")):
+            pytest.skip("no TFLite interpreter installed")
+    models = tmp_path / "models"
+    arm = ROOT / "scripts" / "arm"
+    subprocess.run([sys.executable, str(arm / "make_models.py"), "--out", str(models)], check=True, capture_output=True)
+
+    def parity() -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(arm / "run_parity.py"), "--runtime", runtime, "--models", str(models)]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
+    ok = parity()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASS" in ok.stdout and "FAIL" not in ok.stdout
+    data = dict(np.load(models / "lstm_step.npz"))  # one reference output off by 1e-2: parity must fail
+    key = next(k for k in data if k.startswith("ref/"))
+    data[key] = data[key] + 1e-2
+    np.savez(models / "lstm_step.npz", **data)
+    bad = parity()
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert any(line.startswith("FAIL") and "lstm_step" in line for line in bad.stdout.splitlines()), bad.stdout

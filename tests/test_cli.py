@@ -13,10 +13,11 @@ from dkp_deploy import cli
 from dkp_deploy.converters import onnx as onnx_converter
 
 
-def _one_error_line(err: str, prog: str) -> None:
+def _one_error_line(err: str, prog: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
     assert "Traceback" not in err
+    return lines[0]
 
 
 @pytest.fixture
@@ -205,6 +206,10 @@ def test_tflite_target(tmp_path, capsys, checkpoint):
     assert cli.convert_main([str(ckpt), "-o", str(tmp_path / "seq.tflite"), "--mode", "sequence"]) == 2
     _one_error_line(capsys.readouterr().err, "dkp-convert")
     assert not (tmp_path / "seq.tflite").exists()
+    for flags in (["--sparse-impl", "portable"], ["--opset", "18"]):  # ONNX-only options are not silently dropped
+        assert cli.convert_main([str(ckpt), "-o", str(tmp_path / "opt.tflite"), *flags]) == 2
+        assert "ONNX only" in _one_error_line(capsys.readouterr().err, "dkp-convert")
+        assert not (tmp_path / "opt.tflite").exists()
 
 
 def test_validate_user_inputs(tmp_path, capsys, checkpoint):
