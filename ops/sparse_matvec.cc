@@ -4,7 +4,8 @@
 // non-zero, so each kernel reads W exactly once per call: at batch 1 slice by slice (SlicedEll, for constant W) or
 // row by row (CSR), at batch > 1 against a transposed block of up to 16 rows of X, so one column index fetches the
 // matching entries of all those rows in one contiguous vector load.
-// On x86-64 AVX2+FMA variants are chosen at run time; the portable build flags stay baseline.
+// On x86-64 AVX2+FMA variants (and AVX-512F register tiles for batch 1) are chosen at run time; the portable build
+// flags stay baseline.
 #include "sparse_matvec.h"
 
 #include <algorithm>
@@ -159,11 +160,13 @@ typedef float Float8 __attribute__((vector_size(32)));  // AVX register
 using SpmvFn = void (*)(const Csr&, const float*, const float*, float*);
 using SpmmFn = void (*)(const Csr&, const float*, int64_t, const float*, int64_t, float*, int64_t);
 using SellFn = void (*)(const SellView&, const float*, const float*, float*);
+using TileFn = void (*)(const TileView&, const float*, const float*, float*);
 
 struct Kernels {
   SpmvFn spmv;
   SpmmFn spmm[3];  // widths 4, 8, 16
   SellFn sell;
+  TileFn tile[4];  // register tiles with 1..4 steps; null where the CPU has no AVX-512
   const char* isa;
 };
 
@@ -274,6 +277,50 @@ __attribute__((target("avx2,fma"))) void sell_avx2(const SellView& w, const floa
   }
 }
 
+// Register tiles (see SlicedEll): per 16-row tile, per 32-column tile, x's 32 columns are loaded into two zmm
+// registers once and each step looks up its 16 lanes' columns with one vpermt2ps (lanes without a non-zero are
+// zeroed by the mask, so inf/NaN in x reach only rows that use the column); no load of x per non-zero. On the
+// Zen 4 here a step costs ~3 of a SELL-8 non-zero's cost and a tile ~3.4 more: tiles pay where a row has about two
+// or more non-zeros per 32 columns (SlicedEll's cost model). y[row] = tile sums (+ y0[row]) for every row.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's _mm512_cvtepu8_epi32 (_mm512_undefined_epi32)
+#endif
+template <int Steps>
+__attribute__((target("avx512f"))) void tile_avx512(const TileView& w, const float* xp, const float* y0, float* y) {
+  constexpr int kRows = TileView::kRows;
+  constexpr int kCols = TileView::kCols;
+  const float* v = w.values;
+  const uint8_t* c = w.cols;
+  const uint16_t* m = w.mask;
+  for (int64_t t = 0; t < w.row_tiles; ++t) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();  // two chains: steps alternate
+    for (int64_t b = 0; b < w.col_tiles; ++b) {
+      const __m512 lo = _mm512_loadu_ps(xp + b * kCols), hi = _mm512_loadu_ps(xp + b * kCols + kRows);
+      for (int j = 0; j < Steps; ++j) {
+        const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+        const __m512 g = _mm512_maskz_permutex2var_ps(static_cast<__mmask16>(*m), lo, idx, hi);
+        if (j & 1) {
+          a1 = _mm512_fmadd_ps(_mm512_loadu_ps(v), g, a1);
+        } else {
+          a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v), g, a0);
+        }
+        v += kRows;
+        c += kRows;
+        ++m;
+      }
+    }
+    alignas(64) float out[kRows];
+    _mm512_store_ps(out, _mm512_add_ps(a0, a1));
+    const int64_t r0 = t * kRows;
+    const int64_t nr = std::min<int64_t>(kRows, w.rows - r0);
+    for (int64_t r = 0; r < nr; ++r) y[r0 + r] = y0 ? out[r] + y0[r0 + r] : out[r];
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 template <int Width>
 __attribute__((target("avx2,fma"))) void spmm_avx2(const Csr& w, const float* xt, int64_t nb, const float* y0,
                                                    int64_t y0s, float* y, int64_t ys) {
@@ -285,17 +332,26 @@ __attribute__((target("avx2,fma"))) void spmm_avx2(const Csr& w, const float* xt
 }
 #endif
 
-// DKP_OPS_ISA=generic forces the portable kernels (tests run both; useful to compare).
+// DKP_OPS_ISA=generic forces the portable kernels, DKP_OPS_ISA=avx2 the AVX2 ones without register tiles (tests run
+// all three; useful to compare).
 Kernels pick_kernels() {
 #if DKP_HAVE_AVX2_PATH
   const char* forced = std::getenv("DKP_OPS_ISA");
+  const bool generic = forced && std::strcmp(forced, "generic") == 0;
+  const bool no_avx512 = generic || (forced && std::strcmp(forced, "avx2") == 0);
   __builtin_cpu_init();
-  if (!(forced && std::strcmp(forced, "generic") == 0) && __builtin_cpu_supports("avx2") &&
-      __builtin_cpu_supports("fma")) {
-    return {spmv_avx2, {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>}, sell_avx2, "avx2+fma"};
+  if (!generic && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (!no_avx512 && __builtin_cpu_supports("avx512f")) {
+      return {spmv_avx2,
+              {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>},
+              sell_avx2,
+              {tile_avx512<1>, tile_avx512<2>, tile_avx512<3>, tile_avx512<4>},
+              "avx512f+avx2+fma"};
+    }
+    return {spmv_avx2, {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>}, sell_avx2, {}, "avx2+fma"};
   }
 #endif
-  return {spmv_generic, {spmm_generic<4>, spmm_generic<8>, spmm_generic<16>}, sell_generic, "generic"};
+  return {spmv_generic, {spmm_generic<4>, spmm_generic<8>, spmm_generic<16>}, sell_generic, {}, "generic"};
 }
 
 const Kernels& kernels() {
@@ -307,8 +363,84 @@ const Kernels& kernels() {
 
 const char* csr_matmul_isa() { return kernels().isa; }
 
+// How many steps per register tile (0: none) for W, by a cost model in units of one SELL-8 non-zero, fitted on the
+// Zen 4 here at 2600 x 1300: a tile costs 3.4, a step 3.3, and the SELL-8 pass over the rest ~2.3 per row on top of
+// its non-zeros. Lane r of a tile covers min(steps, its row's non-zeros in those 32 columns).
+static int tile_steps_for(const Csr& w, int64_t min_cols) {
+  constexpr int kMax = 4;
+  const int64_t row_tiles = (w.rows + TileView::kRows - 1) / TileView::kRows;
+  const int64_t col_tiles = (min_cols + TileView::kCols - 1) / TileView::kCols;
+  if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return 0;
+  int64_t covered[kMax + 1] = {};  // non-zeros the tiles take with 0..kMax steps
+  std::vector<int32_t> count(static_cast<size_t>(col_tiles));
+  for (int64_t i = 0; i < w.rows; ++i) {
+    std::fill(count.begin(), count.end(), 0);
+    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) ++count[w.col_idx[k] / TileView::kCols];
+    for (int32_t c : count) {
+      for (int s = 1; s <= kMax; ++s) covered[s] += std::min(c, s);
+    }
+  }
+  const double tiles = static_cast<double>(row_tiles * col_tiles);
+  const double rest_fixed = 2.3 * static_cast<double>(w.rows);
+  int best = 0;
+  double best_cost = static_cast<double>(w.nnz) + rest_fixed;
+  for (int s = 1; s <= kMax; ++s) {
+    const double rest = static_cast<double>(w.nnz - covered[s]);
+    const double cost = tiles * (3.4 + 3.3 * s) + rest + (rest > 0 ? rest_fixed : 0.0);
+    if (cost < best_cost) {
+      best = s;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
 SlicedEll::SlicedEll(const Csr& w, int64_t min_cols) : rows_(w.rows), pad_col_(min_cols) {
-  const int32_t* rp = w.row_ptr;
+  const int steps = kernels().tile[0] ? tile_steps_for(w, min_cols) : 0;
+  if (steps == 0) {
+    build_sell(w.row_ptr, w.col_idx, w.values);
+    return;
+  }
+  constexpr int kRows = TileView::kRows;
+  constexpr int kCols = TileView::kCols;
+  tiles_.rows = rows_;
+  tiles_.row_tiles = (rows_ + kRows - 1) / kRows;
+  tiles_.col_tiles = (min_cols + kCols - 1) / kCols;
+  tiles_.steps = steps;
+  const size_t total = static_cast<size_t>(tiles_.row_tiles * tiles_.col_tiles * steps);
+  tile_values_.assign(total * kRows, 0.f);
+  tile_cols_.assign(total * kRows, 0);
+  tile_mask_.assign(total, 0);
+  // What the tiles do not take stays in CSR form for the SELL-8 pass.
+  std::vector<int32_t> rest_rp(static_cast<size_t>(rows_ + 1), 0), rest_ci;
+  std::vector<float> rest_v;
+  std::vector<int32_t> used(static_cast<size_t>(tiles_.col_tiles));
+  for (int64_t i = 0; i < rows_; ++i) {
+    std::fill(used.begin(), used.end(), 0);
+    const int64_t t = i / kRows, lane = i % kRows;
+    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) {
+      const int32_t col = w.col_idx[k];
+      const int64_t b = col / kCols;
+      if (used[b] < steps) {
+        const size_t step = static_cast<size_t>((t * tiles_.col_tiles + b) * steps + used[b]++);
+        tile_values_[step * kRows + lane] = w.values[k];
+        tile_cols_[step * kRows + lane] = static_cast<uint8_t>(col % kCols);
+        tile_mask_[step] = static_cast<uint16_t>(tile_mask_[step] | (1u << lane));
+      } else {
+        rest_ci.push_back(col);
+        rest_v.push_back(w.values[k]);
+      }
+    }
+    rest_rp[i + 1] = static_cast<int32_t>(rest_ci.size());
+  }
+  tiles_.values = tile_values_.data();
+  tiles_.cols = tile_cols_.data();
+  tiles_.mask = tile_mask_.data();
+  build_sell(rest_rp.data(), rest_ci.data(), rest_v.data());
+}
+
+void SlicedEll::build_sell(const int32_t* rp, const int32_t* ci, const float* v) {
+
   std::vector<int32_t> order(static_cast<size_t>(rows_));
   for (int64_t i = 0; i < rows_; ++i) order[i] = static_cast<int32_t>(i);
   for (int64_t b = 0; b < rows_; b += kSortWindow) {
@@ -337,8 +469,8 @@ SlicedEll::SlicedEll(const Csr& w, int64_t min_cols) : rows_(w.rows), pad_col_(m
       const int32_t row = row_of_[s * kSlice + r];
       if (row < 0) continue;
       for (int64_t k = rp[row], j = 0; k < rp[row + 1]; ++k, ++j) {
-        cols_[slice_start_[s] + j * kSlice + r] = w.col_idx[k];
-        values_[slice_start_[s] + j * kSlice + r] = w.values[k];
+        cols_[slice_start_[s] + j * kSlice + r] = ci[k];
+        values_[slice_start_[s] + j * kSlice + r] = v[k];
       }
     }
   }
@@ -347,12 +479,20 @@ SlicedEll::SlicedEll(const Csr& w, int64_t min_cols) : rows_(w.rows), pad_col_(m
 void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
   // Padding reads column pad_col_, which must hold an exact 0 (0 * inf would be NaN): use a copy of the columns
   // W can touch, plus that zero.
+  // The register tiles read whole 32-column tiles: columns past min_cols are zeros too.
   thread_local std::vector<float> xz;
   xz.assign(x, x + pad_col_);
-  xz.push_back(0.f);
+  xz.resize(static_cast<size_t>(std::max(pad_col_ + 1, tiles_.col_tiles * TileView::kCols)), 0.f);
   const SellView view{static_cast<int64_t>(slice_start_.size()) - 1, slice_start_.data(), row_of_.data(),
                       cols_.data(), values_.data()};
-  kernels().sell(view, xz.data(), y0, y);
+  if (tiles_.steps == 0) {
+    kernels().sell(view, xz.data(), y0, y);
+    return;
+  }
+  thread_local std::vector<float> part;  // the tiles' sums (+ y0), which the SELL-8 pass adds the rest to
+  part.resize(static_cast<size_t>(rows_));
+  kernels().tile[tiles_.steps - 1](tiles_, xz.data(), y0, part.data());
+  kernels().sell(view, xz.data(), part.data(), y);
 }
 
 void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batch, int64_t n, const float* y0,

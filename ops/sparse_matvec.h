@@ -33,11 +33,29 @@ struct SellView {
   const float* values = nullptr;
 };
 
+// The arrays of the register-tiled part of a SlicedEll (see there): tiles of 16 rows x 32 columns, `steps` steps
+// per tile, one step = 16 values, 16 column offsets within the tile's 32 columns (bytes) and a 16-bit mask of the
+// lanes that hold a non-zero. Tiles are stored row-tile by row-tile, column-tile by column-tile.
+struct TileView {
+  static constexpr int kRows = 16;
+  static constexpr int kCols = 32;
+  int64_t rows = 0;        // M: rows past it in the last row tile have empty lanes
+  int64_t row_tiles = 0;   // ceil(M / 16)
+  int64_t col_tiles = 0;   // ceil(min_cols / 32)
+  int steps = 0;           // 1..4
+  const float* values = nullptr;
+  const uint8_t* cols = nullptr;
+  const uint16_t* mask = nullptr;
+};
+
 // W re-laid out for the batch-1 product ("sliced ELLPACK", SELL-8-256): rows grouped in slices of 8, each slice
 // stored column-major and padded to its longest row, rows sorted by length within windows of 256 so the padding
 // stays small (about 1% on random sparsity). One step of a slice is 8 values + 8 columns, one per row, multiplied
 // into 8 independent lanes: no per-row horizontal sums, no ragged row ends. Built once, from a constant W checked
 // by check_csr; padding points at column `min_cols` with value 0, which the product maps to a zero.
+// Where the CPU has AVX-512 (and a cost model says it pays), up to `steps` non-zeros per row and 32-column tile are
+// first taken out into register tiles: x's 32 columns of a tile sit in two vector registers and one permute looks
+// up 16 rows' columns at once (no load per non-zero); the SELL-8 arrays then hold only the rest.
 class SlicedEll {
  public:
   static constexpr int kSlice = SellView::kSlice;
@@ -46,15 +64,21 @@ class SlicedEll {
   // y = W @ x (+ y0); x has at least min_cols entries.
   void matvec(const float* x, const float* y0, float* y) const;
   int64_t rows() const { return rows_; }
-  int64_t stored() const { return static_cast<int64_t>(values_.size()); }  // non-zeros + padding
+  int64_t stored() const { return static_cast<int64_t>(values_.size()); }  // SELL-8 non-zeros + padding
+  int tile_steps() const { return tiles_.steps; }  // 0: no register tiles
 
  private:
+  void build_sell(const int32_t* rp, const int32_t* ci, const float* v);
   int64_t rows_ = 0;
   int64_t pad_col_ = 0;
   std::vector<int64_t> slice_start_;  // offset of each slice in cols_/values_, one more than slices
   std::vector<int32_t> row_of_;       // original row of each lane, -1 for lanes past the last row
   std::vector<int32_t> cols_;
   std::vector<float> values_;
+  TileView tiles_;  // steps == 0: none; else points into the three vectors below
+  std::vector<float> tile_values_;
+  std::vector<uint8_t> tile_cols_;
+  std::vector<uint16_t> tile_mask_;
 };
 
 // Y[b, :] = W @ X[b, :] (+ Y0[b, :]) for b < batch. X is [batch, n] row-major and Y is [batch, W.rows].
@@ -64,7 +88,8 @@ class SlicedEll {
 void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batch, int64_t n, const float* y0,
                 bool y0_broadcast, float* y);
 
-// Which instruction set csr_matmul dispatches to on this CPU ("avx2+fma" or "generic"), for benchmarks and docs.
+// Which instruction set csr_matmul dispatches to on this CPU ("avx512f+avx2+fma", "avx2+fma" or
+// "generic"; DKP_OPS_ISA=avx2 or =generic at run time caps it), for benchmarks and docs.
 const char* csr_matmul_isa();
 
 }  // namespace dkp

@@ -89,9 +89,11 @@ def test_a_realistic_layer_at_batch_1_and_8() -> None:
         assert_matches(*run_case(w, x, y0, constant=True))
 
 
-def test_portable_kernels_match_scipy_too() -> None:
-    """DKP_OPS_ISA=generic forces the baseline kernels (the ones ARM and old x86 run); checked in a child process."""
-    env = {**os.environ, "DKP_OPS_ISA": "generic"}
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_capped_kernels_match_scipy_too(isa: str) -> None:
+    """DKP_OPS_ISA=generic forces the baseline kernels (the ones ARM and old x86 run), =avx2 the AVX2 ones without
+    the AVX-512 register tiles; checked in a child process."""
+    env = {**os.environ, "DKP_OPS_ISA": isa}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "ops_graphs.py"), "numerics", "--cases", "80", "--seed", "7"],
         capture_output=True, text=True, env=env, timeout=120,
@@ -115,6 +117,22 @@ def test_non_finite_x_reaches_only_rows_that_use_it(constant: bool, batch: int) 
     assert np.all(np.isfinite(got[:, ~uses]))
     assert not np.any(np.isfinite(got[:, uses]))
     np.testing.assert_allclose(got[:, ~uses], expected[:, ~uses], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.2])
+def test_non_finite_x_in_register_tiles(density: float) -> None:
+    """At these densities W goes (on AVX-512 CPUs) partly into 16 x 32 register tiles, whose empty lanes must add
+    exact zeros too; explicit zeros stored in W still multiply x like scipy does."""
+    rng = np.random.default_rng(6)
+    w = random_csr(rng, 90, 700, density, empty_rows=0.1)
+    w.data[::97] = 0.0  # explicit zeros
+    x = rng.standard_normal((1, 700)).astype(np.float32)
+    x[:, [3, 40, 333]] = [np.inf, -np.inf, np.nan]
+    got, expected, _ = run_case(w, x, None, constant=True)
+    finite = np.isfinite(expected)
+    assert finite.any() and not finite.all()
+    assert np.array_equal(np.isfinite(got), finite)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-4)
 
 
 def test_concurrent_runs_of_one_session() -> None:

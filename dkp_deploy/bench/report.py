@@ -247,7 +247,8 @@ def findings(results: dict[str, Any]) -> list[str]:
                 f"Kernel {r['shape']} at 95%: ORT's dense MatMul streams W at {dense_gbs:.0f} GB/s "
                 f"({_us(r['baseline_seconds'])}); SparseMatVec moves its CSR bytes at {sparse_gbs:.0f} GB/s, "
                 f"{nnz / r['seconds'] / 1e9:.2f} non-zeros/ns ({_us(r['seconds'])}). A random-pattern CSR mat-vec "
-                "is bound by loads (one gather of x per non-zero), not by bytes: that, not bandwidth, is what "
+                "is bound by fetching x for each non-zero (a scalar load in the SELL-8 loop; on AVX-512 CPUs a masked "
+                "16-lane register lookup per tile step, see docs/ops.md), not by bytes: that, not bandwidth, is what "
                 "separates the kernel from the bytes bound."
             )
     small = [r for r in results.get("kernel", []) if r["impl"].endswith("(ours)") and r["M"] * r["N"] <= 1 << 16]
