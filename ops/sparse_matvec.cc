@@ -480,7 +480,7 @@ void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
   // Padding reads column pad_col_, which must hold an exact 0 (0 * inf would be NaN): use a copy of the columns
   // W can touch, plus that zero.
   // The register tiles read whole 32-column tiles: columns past min_cols are zeros too.
-  thread_local std::vector<float> xz;
+  thread_local AlignedVector<float> xz;
   xz.assign(x, x + pad_col_);
   xz.resize(static_cast<size_t>(std::max(pad_col_ + 1, tiles_.col_tiles * TileView::kCols)), 0.f);
   const SellView view{static_cast<int64_t>(slice_start_.size()) - 1, slice_start_.data(), row_of_.data(),
@@ -489,7 +489,7 @@ void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
     kernels().sell(view, xz.data(), y0, y);
     return;
   }
-  thread_local std::vector<float> part;  // the tiles' sums (+ y0), which the SELL-8 pass adds the rest to
+  thread_local AlignedVector<float> part;  // the tiles' sums (+ y0), which the SELL-8 pass adds the rest to
   part.resize(static_cast<size_t>(rows_));
   kernels().tile[tiles_.steps - 1](tiles_, xz.data(), y0, part.data());
   kernels().sell(view, xz.data(), part.data(), y);
