@@ -101,7 +101,10 @@ def test_bad_output_directory_is_exit_2(tmp_path, capsys) -> None:
 def test_quick_run_writes_json_plots_and_page(tmp_path, capsys) -> None:
     out, page = tmp_path / "results", tmp_path / "docs" / "performance.md"
     page.parent.mkdir()
-    assert cli.main(["--quick", "--out", str(out), "--json", str(tmp_path / "r.json"), "--docs", str(page)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{report.README_BEGIN}\nold tables\n{report.README_END}\nafter\n")
+    assert cli.main(["--quick", "--out", str(out), "--json", str(tmp_path / "r.json"), "--docs", str(page),
+                     "--readme", str(readme)]) == 0
     text = capsys.readouterr().out
     for title in ("Kernel W_s @ x", "Doped layer", "LSTM LM step graph", "Profile"):
         assert title in text
@@ -120,3 +123,15 @@ def test_quick_run_writes_json_plots_and_page(tmp_path, capsys) -> None:
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc = page.read_text()
     assert "dkp-bench --quick" in doc and "## Reading this run" in doc and "](../results/model.png)" in doc
+    block = readme.read_text()
+    assert block.startswith("# title\n\nbefore\n") and block.endswith(f"{report.README_END}\nafter\n")
+    assert "old tables" not in block and "**Doped layer" in block and "](results/model.png)" in block
+    assert "Profile" not in block  # the README shows the headline tables; the page has the rest
+
+
+def test_readme_without_markers_is_exit_2(tmp_path, capsys) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    assert cli.main(["--quick", "--only", "kernel", "--no-tflite", "--readme", str(readme)]) == 2
+    assert "block to refresh" in capsys.readouterr().err
+    assert readme.read_text() == "# no markers\n"

@@ -1,6 +1,7 @@
 """`dkp-bench`: the paper's speed claims redone on this machine (kernel, layer, model, profile).
 
-    dkp-bench                 full run: regenerates benchmarks/results/ (JSON + PNG) and docs/performance.md
+    dkp-bench                 full run: regenerates benchmarks/results/ (JSON + PNG), docs/performance.md and the
+                              README's performance tables (between its dkp-bench markers)
     dkp-bench --quick         small shapes and few samples (CI smoke, well under a minute); writes nothing
                               unless --out / --json / --docs say where
 """
@@ -23,6 +24,7 @@ from . import environment, measure, report
 SECTIONS = ("kernel", "layer", "model", "profile")
 RESULTS_DIR = Path("benchmarks/results")
 DOCS_PATH = Path("docs/performance.md")
+README_PATH = Path("README.md")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"directory for results.json and PNG plots (full run default: {RESULTS_DIR})")
     p.add_argument("--docs", type=Path, metavar="PATH",
                    help=f"write the Markdown performance page here (full run default: {DOCS_PATH})")
+    p.add_argument("--readme", type=Path, metavar="PATH",
+                   help="refresh the performance tables between the dkp-bench markers of this README "
+                        f"(full run default: {README_PATH}, when it exists)")
     p.add_argument("--no-tflite", action="store_true", help="skip the TFLite rows")
     return p
 
@@ -181,9 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1:
         _log("--threads must be at least 1")
         return 2
-    out = args.out if args.out is not None else (None if args.quick else RESULTS_DIR)
-    docs = args.docs if args.docs is not None else (None if args.quick else DOCS_PATH)
+    # Only a full run (every section, full size) refreshes the committed results, page and README by default.
+    full = not args.quick and set(args.only) == set(SECTIONS)
+    out = args.out if args.out is not None else (RESULTS_DIR if full else None)
+    docs = args.docs if args.docs is not None else (DOCS_PATH if full else None)
+    readme = args.readme if args.readme is not None else (README_PATH if full and README_PATH.is_file() else None)
     try:
+        if readme is not None:  # before the minutes of measuring, not after
+            if not readme.is_file():
+                raise InputError("no such file", readme)
+            if report.README_BEGIN not in readme.read_text():
+                raise InputError(f"no {report.README_BEGIN!r} ... {report.README_END!r} block to refresh", readme)
         for target in (out, args.json.parent if args.json else None, docs.parent if docs else None):
             if target is not None and not target.is_dir():
                 if target == out:
@@ -203,13 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         if docs is not None:
             with atomic_output(docs) as tmp:
                 tmp.write_text(report.performance_page(results, table_list, made, docs))
+        if readme is not None:
+            text = readme.read_text()
+            new = report.replace_readme_section(text, report.readme_section(results, table_list, made, readme))
+            with atomic_output(readme) as tmp:
+                tmp.write_text(new)
     except DkpError as e:
         _log(str(e))
         return 2
     except ImportError as e:
         _log(f"a component is missing: {e}")
         return 2
-    for path in [args.json, out, docs]:
+    for path in [args.json, out, docs, readme]:
         if path is not None:
             _log(f"wrote {path}")
     return 0
