@@ -244,7 +244,13 @@ Status* op_create_kernel_v2(const dkp_ort::CustomOp*, const Api* api, const dkp_
                             void** kernel) {
   Kernel* k = new (std::nothrow) Kernel;
   if (!k) return api->CreateStatus(dkp_ort::ORT_FAIL, "SparseMatVec: out of memory");
-  if (Status* st = create_kernel(api, info, k)) {
+  Status* st = nullptr;
+  try {
+    st = create_kernel(api, info, k);
+  } catch (const std::exception& e) {  // std::bad_alloc while repacking a large constant W
+    st = api->CreateStatus(dkp_ort::ORT_FAIL, (std::string("SparseMatVec: ") + e.what()).c_str());
+  }
+  if (st) {
     delete k;
     return st;
   }

@@ -82,6 +82,8 @@ class SlicedEll {
   static constexpr int kSlice = SellView::kSlice;
   static constexpr int kSortWindow = 256;
   SlicedEll(const Csr& w, int64_t min_cols);
+  SlicedEll(const SlicedEll&) = delete;  // tiles_ points into this object's own arrays
+  SlicedEll& operator=(const SlicedEll&) = delete;
   // y = W @ x (+ y0); x has at least min_cols entries.
   void matvec(const float* x, const float* y0, float* y) const;
   int64_t rows() const { return rows_; }
