@@ -368,13 +368,14 @@ const char* csr_matmul_isa() { return kernels().isa; }
 // its non-zeros. Lane r of a tile covers min(steps, its row's non-zeros in those 32 columns).
 static int tile_steps_for(const Csr& w, int64_t min_cols) {
   constexpr int kMax = 4;
+  constexpr double kTileCost = 3.4, kStepCost = 3.3, kRestPerRow = 2.3;
   const int64_t row_tiles = (w.rows + TileView::kRows - 1) / TileView::kRows;
   const int64_t col_tiles = (min_cols + TileView::kCols - 1) / TileView::kCols;
   if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return 0;
-  // Every step count costs at least tiles * (3.4 + 3.3), more than no tiles at all when W is this sparse for its
+  // Every step count costs at least tiles * (kTileCost + kStepCost), more than no tiles at all when W is this sparse for its
   // size: answer before the count below, which is O(M * N / 32) whatever nnz is (seconds for a 1e5 x 4e6 W).
-  if (static_cast<double>(row_tiles) * static_cast<double>(col_tiles) * (3.4 + 3.3) >=
-      static_cast<double>(w.nnz) + 2.3 * static_cast<double>(w.rows)) {
+  if (static_cast<double>(row_tiles) * static_cast<double>(col_tiles) * (kTileCost + kStepCost) >=
+      static_cast<double>(w.nnz) + kRestPerRow * static_cast<double>(w.rows)) {
     return 0;
   }
   int64_t covered[kMax + 1] = {};  // non-zeros the tiles take with 0..kMax steps
@@ -387,12 +388,12 @@ static int tile_steps_for(const Csr& w, int64_t min_cols) {
     }
   }
   const double tiles = static_cast<double>(row_tiles * col_tiles);
-  const double rest_fixed = 2.3 * static_cast<double>(w.rows);
+  const double rest_fixed = kRestPerRow * static_cast<double>(w.rows);
   int best = 0;
   double best_cost = static_cast<double>(w.nnz) + rest_fixed;
   for (int s = 1; s <= kMax; ++s) {
     const double rest = static_cast<double>(w.nnz - covered[s]);
-    const double cost = tiles * (3.4 + 3.3 * s) + rest + (rest > 0 ? rest_fixed : 0.0);
+    const double cost = tiles * (kTileCost + kStepCost * s) + rest + (rest > 0 ? rest_fixed : 0.0);
     if (cost < best_cost) {
       best = s;
       best_cost = cost;
@@ -446,7 +447,6 @@ SlicedEll::SlicedEll(const Csr& w, int64_t min_cols) : rows_(w.rows), pad_col_(m
 }
 
 void SlicedEll::build_sell(const int32_t* rp, const int32_t* ci, const float* v) {
-
   std::vector<int32_t> order(static_cast<size_t>(rows_));
   for (int64_t i = 0; i < rows_; ++i) order[i] = static_cast<int32_t>(i);
   for (int64_t b = 0; b < rows_; b += kSortWindow) {
