@@ -34,7 +34,7 @@ demo: venv
 	$(BIN)/python examples/quickstart.py --out $(OUT)
 
 bench: venv
-	$(BIN)/dkp-bench
+	$(BIN)/dkp-bench --update-docs
 
 clean:
 	rm -rf build *.egg-info dkp_deploy/*.so

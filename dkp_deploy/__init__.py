@@ -16,9 +16,11 @@ _LAZY = {
     "load": ("dkp_deploy.checkpoint", "load"),
     "load_spec": ("dkp_deploy.checkpoint", "load_spec"),
     "compress": ("dkp_deploy.compression", "compress"),
+    "export": ("dkp_deploy.export", "export"),
 }
 _SUBMODULES = (
     "nn", "train", "compression", "spec", "reference", "signature", "checkpoint", "converters", "validate", "ops",
+    "hub", "lower",
 )
 
 

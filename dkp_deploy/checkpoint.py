@@ -10,6 +10,7 @@ ever executed; every problem with a file is an `InputError` naming it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import math
 import os
@@ -17,6 +18,7 @@ import pickle
 import pickletools
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ from .spec import (
 
 FORMAT = "dkp-deploy-checkpoint"
 VERSION = 1  # the newest format version this module writes and reads
+DEFAULT_MAX_MEMORY = 4 << 30  # bytes a checkpoint may need once loaded and folded; `max_memory` / --max-memory
+_limit = [DEFAULT_MAX_MEMORY]  # the active limit (a list: `max_memory` swaps it without a global statement)
 _MAX_DEPTH = 32  # nesting allowed in config / metadata: deeper is a malformed (or hostile) file
 _CORRUPT = "corrupted or truncated checkpoint"
 # a stride-0 view: copying it could take any amount of memory, and dkp_deploy.save never writes one
@@ -164,16 +168,32 @@ def load(path: str | os.PathLike) -> Any:
     return from_spec(load_spec(path))
 
 
-def load_spec(path: str | os.PathLike, *, use_torch: bool | None = None) -> ModelSpec:
+@contextlib.contextmanager
+def max_memory(limit: int) -> Iterator[None]:
+    """Within the block, `load_spec` refuses checkpoints that would need more than `limit` bytes (see `load_spec`)."""
+    old, _limit[0] = _limit[0], int(limit)
+    try:
+        yield
+    finally:
+        _limit[0] = old
+
+
+def load_spec(path: str | os.PathLike, *, use_torch: bool | None = None, max_memory: int | None = None) -> ModelSpec:
     """Read and check a checkpoint; every problem is an `InputError` naming `path`.
 
     `use_torch`: None reads with ``torch.load(weights_only=True)`` when torch is importable and with the
     torch-free reader otherwise; True / False force one of them (both give identical specs).
+    `max_memory`: bytes the file may need (its stored tensors, and each layer's M x N matrix folded in float64,
+    the largest array a converter or the validator builds); checked from the zip headers and declared shapes
+    before anything that large is allocated. Default: the `max_memory` context's limit, else 4 GiB.
     """
+    limit = _limit[0] if max_memory is None else int(max_memory)
     try:
         file = existing_file(path)
+        _check_stored_size(file, limit)
         raw = _read(file, use_torch)
         spec = _parse(raw)
+        _check_declared_size(spec, limit)
         spec.check()
         _check_csr_order(spec)
         _check_metadata(spec)
@@ -181,6 +201,35 @@ def load_spec(path: str | os.PathLike, *, use_torch: bool | None = None) -> Mode
         message = str(e)[len(e.path) + 2 :] if e.path is not None else str(e)
         raise InputError(" ".join(message.split()), path) from None  # one line, whatever the file held
     return spec
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 26 else f"{n} bytes"
+
+
+def _check_stored_size(file: Path, limit: int) -> None:
+    """Refuse a zip whose members would inflate past `limit`, from its central directory (nothing decompressed)."""
+    try:
+        with zipfile.ZipFile(file) as zf:
+            total = sum(max(0, i.file_size) for i in zf.infolist())
+    except Exception:  # noqa: BLE001 - not a readable zip: `_read` says so with the right message
+        return
+    if total > limit:
+        raise InputError(f"its stored data would take {_gib(total)} in memory, over the {_gib(limit)} limit "
+                         "(--max-memory / max_memory=)")
+
+
+def _check_declared_size(spec: ModelSpec, limit: int) -> None:
+    """Refuse a layer whose declared M x N, folded in float64, would take more than `limit` bytes."""
+    matrices = spec.matrices() if hasattr(spec, "matrices") else {}
+    for name, w in matrices.items():
+        shape = getattr(w, "shape", None)
+        if not (isinstance(shape, (tuple, list)) and len(shape) == 2 and all(type(d) is int for d in shape)):
+            continue  # spec.check() reports a malformed shape
+        need = 8 * max(0, shape[0]) * max(0, shape[1])
+        if need > limit:
+            raise InputError(f"layer {name!r} declares a {shape[0]} x {shape[1]} matrix, which needs {_gib(need)} "
+                             f"to check and convert, over the {_gib(limit)} limit (--max-memory / max_memory=)")
 
 
 def _read(file: Path, use_torch: bool | None) -> Any:
@@ -258,6 +307,8 @@ def _read_with_torch(file: Path) -> Any:
             return converted[id(obj)]
         out = obj
         if isinstance(obj, torch.Tensor):
+            if obj.device.type != "cpu":  # map_location="cpu" leaves meta tensors, which hold no data
+                raise InputError(f"a tensor on device {obj.device.type!r} holds no data: not a dkp-deploy checkpoint")
             name = str(obj.dtype).removeprefix("torch.")
             if obj.layout != torch.strided or name not in _NUMPY_DTYPES:
                 out = _UnsupportedTensor(f"{name} ({obj.layout})" if obj.layout != torch.strided else name)
@@ -421,10 +472,36 @@ class _TorchZip:
         return self.zf.read(info)
 
     def verify(self) -> None:
-        """Read every record once so that zipfile checks its CRC (torch.load does not)."""
-        for info in self.zf.infolist():
+        """Check the layout torch.load insists on, then read every record once so zipfile checks its CRC.
+
+        Both readers run this first, so they refuse the same files with the same message: data before the
+        archive, a member outside ``<prefix>/`` (``../x``, absolute), or central-directory sizes that disagree
+        with the local headers (zipfile alone would trust the central directory).
+        """
+        fp = self.zf.fp
+        infos = self.zf.infolist()
+        if fp is not None and infos:
+            fp.seek(0)
+            if fp.read(4) != b"PK\x03\x04" or min(i.header_offset for i in infos) != 0:
+                raise InputError(f"data before the zip archive: {_CORRUPT}")
+        for info in infos:
+            name = info.filename
+            parts = name.split("/")
+            if not name.startswith(self.prefix) or name.startswith("/") or "\\" in name or ".." in parts:
+                raise InputError(f"a zip member outside the archive's folder ({_show_name(name)}): {_CORRUPT}")
             if info.compress_type != zipfile.ZIP_STORED:
                 raise ValueError(f"record {info.filename} is compressed")
+            if info.compress_size != info.file_size:
+                raise InputError(f"record {_show_name(name)}: sizes disagree in the zip directory: {_CORRUPT}")
+            if fp is not None:
+                fp.seek(info.header_offset)
+                header = fp.read(30)
+                if len(header) < 30 or header[:4] != b"PK\x03\x04":
+                    raise InputError(f"record {_show_name(name)}: no local header where the directory says: {_CORRUPT}")
+                flags, csize, usize = (int.from_bytes(header[a:b], "little") for a, b in ((6, 8), (18, 22), (22, 26)))
+                if not flags & 0x08 and (csize, usize) != (info.compress_size, info.file_size):
+                    raise InputError(f"record {_show_name(name)}: sizes in the zip directory disagree with its local "
+                                     f"header: {_CORRUPT}")
             with self.zf.open(info) as f:
                 while f.read(1 << 20):
                     pass
@@ -439,6 +516,10 @@ class _TorchZip:
             raise ValueError(f"storage {key}: size does not match {numel} {dtype} elements")
         data = np.frombuffer(self.read(name), dtype=np_dtype)
         return _Storage(data.astype(data.dtype.newbyteorder("=")), dtype)
+
+
+def _show_name(name: str) -> str:
+    return repr(name[:80])
 
 
 def _scan_opcodes(data: bytes) -> None:
@@ -667,4 +748,4 @@ def _check_metadata(spec: ModelSpec) -> None:
             )
 
 
-__all__ = ["FORMAT", "VERSION", "save", "load", "load_spec"]
+__all__ = ["DEFAULT_MAX_MEMORY", "FORMAT", "VERSION", "load", "load_spec", "max_memory", "save"]

@@ -1,4 +1,4 @@
-"""Post-training doping: turn trained dense `nn.Linear` / `nn.LSTM` layers (or whole models) into doped ones.
+"""Post-training doping: turn trained dense `nn.Linear` / LSTM / GRU / RNN layers (or whole models) into doped ones.
 
 Beyond the paper, which trains doped networks from scratch. For each weight W (M x N):
 
@@ -10,13 +10,17 @@ Beyond the paper, which trains doped networks from scratch. For each weight W (M
    leave the matrix at compression factor `cf` (eq. 3: M*N / (structured params + nnz)).
 
 An LSTM's gate matrices are folded to one 4H x (I+H) matrix per layer ([W_ih, W_hh], bias b_ih + b_hh), as
-`DopedLSTM` holds them. The result trains further with `dkp_deploy.train` (fine-tuning recovers accuracy).
+`DopedLSTM` holds them; GRU / RNN matrices W_ih, W_hh are doped separately. The result trains further with
+`dkp_deploy.train` (fine-tuning recovers accuracy).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+import fnmatch
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -24,9 +28,11 @@ from torch import nn
 
 from .errors import InputError
 from .kron_shape import KronShape, check_kron_shape, choose_kron_shape
+from .nn.gru import DopedGRU, _DopedRecurrent
 from .nn.linear import DopedLinear
 from .nn.lm import DopedLSTMLM
-from .nn.lstm import DopedLSTM, lstm_gate_weights
+from .nn.lstm import DopedLSTM
+from .nn.rnn import DopedRNN
 
 
 def _svd(a: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -52,7 +58,7 @@ def _nnz_for(M: int, N: int, structured_params: int, cf: float | None, density: 
     assert cf is not None
     nnz = round(M * N / cf) - structured_params
     if nnz < 0:
-        raise InputError(
+        raise _Unreachable(
             f"compress: a {M} x {N} matrix cannot reach CF {cf:g}: its structured part alone stores "
             f"{structured_params} numbers (CF {M * N / structured_params:.4g}); choose another kron_shape or rank"
         )
@@ -126,57 +132,173 @@ def dope_matrix(
     return layer
 
 
-def _dope_lstm(lstm: nn.LSTM, opts: dict[str, Any]) -> DopedLSTM:
-    try:
-        gates = lstm_gate_weights(lstm)
-    except InputError as e:
-        raise InputError(f"compress: {e}") from None
-    cells = [dope_matrix(W, b, **opts) for W, b in gates]
-    return DopedLSTM.from_cells(
-        cells, lstm.input_size, lstm.hidden_size, batch_first=lstm.batch_first, dropout=float(lstm.dropout)
-    )
+class _Unreachable(InputError):
+    """A matrix the requested compression cannot reach (compress leaves it dense)."""
 
 
-def _replace(module: nn.Module, opts: dict[str, Any], skip: frozenset[str], prefix: str) -> nn.Module:
-    # MultiheadAttention reads out_proj.weight directly instead of calling it: a doped out_proj would break it
-    if isinstance(module, (DopedLinear, DopedLSTM, nn.MultiheadAttention)):
-        return module
-    if isinstance(module, nn.Linear):
-        return dope_matrix(module.weight, module.bias, **opts)
-    if isinstance(module, nn.LSTM):
-        return _dope_lstm(module, opts)
-    for name, child in list(module.named_children()):
-        path = f"{prefix}{name}"
-        if path in skip:
-            continue
-        new = _replace(child, opts, skip, path + ".")
-        if new is not child:
-            setattr(module, name, new)
-    return module
+RECURRENT = {nn.LSTM: "LSTM", nn.GRU: "GRU", nn.RNN: "RNN"}
+
+
+@dataclass
+class ReportRow:
+    """One module `compress` reached: what it became, or why it stayed as it was."""
+
+    name: str
+    kind: str
+    shapes: list[tuple[int, int]]
+    kron_shapes: list[Any] = field(default_factory=list)
+    cf: float | None = None
+    nnz: int | None = None
+    status: str = "doped"
+    reason: str = ""
+
+
+@dataclass
+class CompressionReport:
+    """Rows of `compress`: name, kind, matrix shape(s), kron shape(s), CF reached, nnz(W_s), status, reason."""
+
+    rows: list[ReportRow] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[ReportRow]:
+        return [r for r in self.rows if r.status != "doped"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": [asdict(r) for r in self.rows]}
+
+    def __str__(self) -> str:
+        head = ("name", "kind", "shape(s)", "kron shape(s)", "CF", "nnz", "status", "reason")
+        body = [
+            (
+                r.name or "<model>",
+                r.kind,
+                ", ".join(f"{m}x{n}" for m, n in r.shapes),
+                ", ".join(str(k) for k in r.kron_shapes if k is not None) or "-",
+                "-" if r.cf is None else f"{r.cf:.3g}",
+                "-" if r.nnz is None else str(r.nnz),
+                r.status,
+                r.reason,
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body])
+
+
+def _recurrent_matrices(mod: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The matrices a Doped* recurrent module holds, in cell order k*D + d: LSTM [W_ih, W_hh] with b_ih + b_hh;
+    GRU / RNN W_ih (b_ih) then W_hh (b_hh) per cell, interleaved."""
+    out: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    for k in range(mod.num_layers):
+        for sfx in ("", "_reverse")[: 2 if mod.bidirectional else 1]:
+            w_ih, w_hh = getattr(mod, f"weight_ih_l{k}{sfx}"), getattr(mod, f"weight_hh_l{k}{sfx}")
+            b_ih = getattr(mod, f"bias_ih_l{k}{sfx}") if mod.bias else None
+            b_hh = getattr(mod, f"bias_hh_l{k}{sfx}") if mod.bias else None
+            if isinstance(mod, nn.LSTM):
+                out.append((torch.cat([w_ih, w_hh], dim=1), None if b_ih is None else b_ih + b_hh))
+            else:
+                out += [(w_ih, b_ih), (w_hh, b_hh)]
+    return out
+
+
+def _dope(mod: nn.Module, opts: dict[str, Any]) -> tuple[nn.Module, list[DopedLinear]]:
+    """The doped replacement of one Linear / LSTM / GRU / RNN and its DopedLinears; _Unreachable / InputError."""
+    if isinstance(mod, nn.Linear):
+        layer = dope_matrix(mod.weight, mod.bias, **opts)
+        return layer, [layer]
+    if isinstance(mod, nn.LSTM) and mod.proj_size:
+        raise InputError("nn.LSTM with proj_size has no doped counterpart")
+    cells = [dope_matrix(W, b, **opts) for W, b in _recurrent_matrices(mod)]
+    cfg = {"bidirectional": mod.bidirectional, "batch_first": mod.batch_first, "dropout": float(mod.dropout)}
+    if isinstance(mod, nn.LSTM):
+        new: nn.Module = DopedLSTM.from_cells(cells, mod.input_size, mod.hidden_size, **cfg)
+    elif isinstance(mod, nn.GRU):
+        new = DopedGRU.from_cells(cells[0::2], cells[1::2], mod.input_size, mod.hidden_size, **cfg)
+    else:
+        new = DopedRNN.from_cells(
+            cells[0::2], cells[1::2], mod.input_size, mod.hidden_size, nonlinearity=mod.nonlinearity, **cfg
+        )
+    return new, cells
+
+
+def _kind(mod: nn.Module) -> str | None:
+    if isinstance(mod, nn.Linear):
+        return "Linear"
+    return next((k for t, k in RECURRENT.items() if isinstance(mod, t)), None)
+
+
+def _shapes(mod: nn.Module) -> list[tuple[int, int]]:
+    if isinstance(mod, nn.Linear):
+        return [tuple(mod.weight.shape)]  # type: ignore[list-item]
+    if isinstance(mod, nn.MultiheadAttention):
+        ws = (
+            [mod.in_proj_weight]
+            if mod.in_proj_weight is not None
+            else [mod.q_proj_weight, mod.k_proj_weight, mod.v_proj_weight]
+        )
+        return [tuple(w.shape) for w in [*ws, mod.out_proj.weight]]  # type: ignore[misc]
+    return [tuple(W.shape) for W, _ in _recurrent_matrices(mod)]  # type: ignore[misc]
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    """`name` or one of its dotted ancestors matches a pattern (so "encoder" covers "encoder.0.linear1")."""
+    parts = name.split(".") if name else [""]
+    names = {".".join(parts[: i + 1]) for i in range(len(parts))}
+    return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
+
+
+def _walk(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """Targets (Linear / LSTM / GRU / RNN) and MultiheadAttention modules, not descending into those or into
+    already doped modules."""
+    if isinstance(module, (DopedLinear, DopedLSTM, _DopedRecurrent)):
+        return
+    if isinstance(module, nn.MultiheadAttention) or _kind(module) is not None:
+        yield prefix, module
+        return
+    for name, child in module.named_children():
+        yield from _walk(child, f"{prefix}.{name}" if prefix else name)
+
+
+def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
 def compress(
-    module: nn.Module,
+    model: nn.Module,
     *,
     cf: float | None = None,
     density: float | None = None,
-    kron_shape: KronShape | None = None,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    strict: bool = False,
     structure: str = "kron",
+    kron_shape: KronShape | None = None,
     rank: int | None = None,
     hmd_rows: int | None = None,
-    skip: Iterable[str] = (),
-) -> nn.Module:
-    """A doped copy of `module` (the input is not modified).
+    return_report: bool = False,
+) -> nn.Module | tuple[nn.Module, CompressionReport]:
+    """A doped copy of `model` (the input is never modified), and with ``return_report`` its `CompressionReport`.
 
-    `nn.Linear` -> `DopedLinear`, `nn.LSTM` -> `DopedLSTM`, anything else: its children, recursively (modules
-    named in `skip`, dotted paths such as ``"decoder"``, stay as they are; already doped layers and
-    `nn.MultiheadAttention`, whose forward reads its projections' weights directly, too). Every
-    matrix gets compression factor `cf` (so the whole model does too) or W_s density `density` -- exactly one of
-    the two. `kron_shape` applies to every matrix (None: `choose_kron_shape` per matrix); `rank` / `hmd_rows`
-    for "lmf" / "hmd". A `DopedLSTMLM` keeps its dense decoder and embedding, as the paper does.
+    Every `nn.Linear` -> `DopedLinear`, `nn.LSTM` -> `DopedLSTM`, `nn.GRU` -> `DopedGRU`, `nn.RNN` -> `DopedRNN`
+    (bidirectional included) reached through the children, each matrix at compression factor `cf` or W_s density
+    `density` (exactly one). `include` / `exclude`: fnmatch patterns over dotted module names (a name matches if
+    it or an ancestor does); excluded or not-included modules stay as they are. Left dense and reported, with a
+    UserWarning each (an InputError naming the module if ``strict``): matrices that cannot reach `cf` (or do not
+    fit `kron_shape`), Linears whose weight is tied to another module, nn.LSTM with proj_size, and
+    nn.MultiheadAttention (its forward reads its projections' weights). A `DopedLSTMLM` keeps its dense decoder.
+    `kron_shape` applies to every matrix (None: `choose_kron_shape` each); `rank` / `hmd_rows` for lmf / hmd.
     """
     if (cf is None) == (density is None):
         raise InputError("compress: give exactly one of cf= and density=")
+    if cf is not None and not cf > 0:
+        raise InputError(f"compress: cf must be positive, got {cf}")
+    if density is not None and not 0.0 <= density <= 1.0:
+        raise InputError(f"compress: density must be in [0, 1], got {density}")
+    if structure not in ("kron", "lmf", "hmd", "none"):
+        raise InputError(f"compress: unknown structure {structure!r} (kron, lmf, hmd, none)")
+    if structure in ("lmf", "hmd") and (rank is None or rank < 1):
+        raise InputError(f"compress: structure {structure!r} needs a positive rank")
     opts = {
         "cf": cf,
         "density": density,
@@ -185,11 +307,55 @@ def compress(
         "rank": rank,
         "hmd_rows": hmd_rows,
     }
-    skip_set = frozenset(skip)
-    if isinstance(module, DopedLSTMLM):
-        skip_set |= {"decoder"}
-    out = _replace(copy.deepcopy(module), opts, skip_set, "")
-    return out
+    inc = None if include is None else [include] if isinstance(include, str) else list(include)
+    exc = [] if exclude is None else [exclude] if isinstance(exclude, str) else list(exclude)
+    out = copy.deepcopy(model)
+    if isinstance(out, DopedLSTMLM):
+        exc.append("decoder")  # the paper keeps the LM's decoder dense
+    # parameter identity -> every dotted name it has (deepcopy keeps sharing), to find tied weights
+    owners: dict[int, list[str]] = {}
+    for pname, p in out.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(p), []).append(pname)
+    report = CompressionReport()
+
+    def skip(row: ReportRow, reason: str) -> None:
+        if strict:
+            raise InputError(f"compress: {row.name or '<model>'} ({row.kind}): {reason}")
+        row.status, row.reason = "skipped", reason
+        report.rows.append(row)
+        warnings.warn(f"compress: {row.name or '<model>'} ({row.kind}) left dense: {reason}", UserWarning, stacklevel=3)
+
+    for name, mod in list(_walk(out)):
+        kind = _kind(mod) or type(mod).__name__
+        row = ReportRow(name, kind, _shapes(mod))
+        if _matches(name, exc) or (inc is not None and not _matches(name, inc)):
+            # asked for by the caller: reported, but neither a warning nor a strict error
+            row.status, row.reason = "skipped", "excluded"
+            report.rows.append(row)
+            continue
+        if isinstance(mod, nn.MultiheadAttention):
+            skip(row, "nn.MultiheadAttention's forward reads its projection weights directly")
+            continue
+        own = {f"{name}.{pn}" if name else pn for pn, _ in mod.named_parameters(remove_duplicate=False)}
+        tied = [o for _, p in mod.named_parameters() for o in owners[id(p)] if o not in own]
+        if tied:
+            skip(row, f"weight tied to {tied[0].rpartition('.')[0] or tied[0]}")
+            continue
+        try:
+            new, cells = _dope(mod, opts)
+        except InputError as e:
+            skip(row, str(e).removeprefix("compress: "))
+            continue
+        stored = sum(c.structured_params + c.nnz for c in cells)
+        row.kron_shapes = [c.kron_shape for c in cells]
+        row.nnz = sum(c.nnz for c in cells)
+        row.cf = float("inf") if stored == 0 else sum(c.in_features * c.out_features for c in cells) / stored
+        report.rows.append(row)
+        if name:
+            _set(out, name, new)
+        else:
+            out = new
+    return (out, report) if return_report else out
 
 
-__all__ = ["compress", "dope_matrix", "nearest_kronecker"]
+__all__ = ["compress", "dope_matrix", "nearest_kronecker", "CompressionReport", "ReportRow"]

@@ -18,11 +18,16 @@ OP_TYPE = "SparseMatVec"
 OPSET_VERSION = 1
 INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "Y0")
 
+# what a file using the op says about it (ModelProto.doc_string), for people and tools that open it
+LIBRARY_DOC = ("Needs the ai.dkp custom-op library of dkp-deploy (pip install dkp-deploy): "
+               "dkp_deploy.ops.session_options(), or SessionOptions.register_custom_ops_library("
+               "dkp_deploy.ops.library_path()); the portable and dense files run without it")
 LIBRARY_ENV = "DKP_OPS_LIBRARY"  # overrides the built library's path (e.g. a cross-built one for a board)
 _LIBRARY_STEM = "_dkp_ops"
 _BUILD_HINT = (
-    "build it with `python setup.py build_ext --inplace` in the source tree, or reinstall with "
-    "`pip install -e .` (needs a C++17 compiler)"
+    "it is compiled when dkp-deploy installs and was skipped, most likely for want of a C++17 compiler: install "
+    "one (e.g. `apt install g++`) and reinstall dkp-deploy (`pip install --force-reinstall --no-deps dkp-deploy`, "
+    "or `pip install -e .` in the source tree); the portable ONNX and TFLite paths do not need it"
 )
 
 

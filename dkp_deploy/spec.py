@@ -75,6 +75,14 @@ class CSR:
             values=w[rows, cols].astype(np.float32),
         )
 
+    @classmethod
+    def from_mask(cls, values: np.ndarray, mask: np.ndarray) -> CSR:
+        """CSR of `values` at every True of `mask`: a kept zero stays an entry, so nnz equals the mask's count."""
+        mask = np.asarray(mask).astype(bool)
+        csr = cls.from_dense(mask)
+        csr.values = np.asarray(values)[mask].astype(np.float32)  # boolean indexing is row-major, like CSR
+        return csr
+
     def to_dense(self, dtype: Any = np.float64) -> np.ndarray:
         m, n = self.shape
         out = np.zeros((m, n), dtype=dtype)

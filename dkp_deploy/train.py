@@ -12,6 +12,11 @@
 
 ``DopingSchedule(...).step(model, step)`` applies both to every `DopedLinear` of a model; `train` is a small loop
 around it with a tqdm progress bar.
+
+Under ``torch.distributed`` (DDP): the schedule is a pure function of the step, so every rank has the same
+target density; after each mask change `DopingSchedule.step` broadcasts the masks (and the pruned W_s) from
+rank 0, so masks are identical on every rank. CMR's Bernoulli masks come from torch's global RNG: seed each
+rank differently (`seed_per_rank`) to draw them per rank. Write checkpoints on rank 0 only (`is_main_process`).
 """
 
 from __future__ import annotations
@@ -148,11 +153,45 @@ class DopingSchedule:
         """
         layers = doped_layers(model) if isinstance(model, nn.Module) else list(model)
         density, rate = self.density(step), self.cmr_rate(step)
+        changed = False
         for layer in layers:
             if layer.nnz != round(density * layer.mask.numel()):
                 layer.set_density(density)
+                changed = True
             layer.cmr = rate
+        if changed:  # the same on every rank: density depends on the step only
+            broadcast_masks(layers)
         return {"density": density, "cmr": rate}
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def is_main_process() -> bool:
+    """True outside torch.distributed and on rank 0 inside it (the rank that writes checkpoints)."""
+    return not _distributed() or torch.distributed.get_rank() == 0
+
+
+def seed_per_rank(seed: int) -> int:
+    """Seed torch's global RNG with ``seed + rank`` (CMR and dropout masks drawn per rank); returns that seed."""
+    rank = torch.distributed.get_rank() if _distributed() else 0
+    torch.manual_seed(seed + rank)
+    return seed + rank
+
+
+@torch.no_grad()
+def broadcast_masks(model: nn.Module | Iterable[DopedLinear], src: int = 0) -> None:
+    """Copy every doped layer's mask from rank `src` to all ranks and zero W_s outside it (no-op without
+    torch.distributed), so that pruning decisions are identical everywhere even with ties in |W_s|."""
+    if not _distributed():
+        return
+    layers = doped_layers(model) if isinstance(model, nn.Module) else list(model)
+    for layer in layers:
+        m = layer.mask.to(torch.uint8)
+        torch.distributed.broadcast(m, src)
+        layer.mask.copy_(m.bool())
+        layer.W_s.mul_(layer.mask)
 
 
 @torch.no_grad()
@@ -177,11 +216,13 @@ def train(
     max_grad_norm: float | None = None,
     progress: bool = True,
     desc: str = "train",
+    lr_at: Callable[[int], float] | None = None,
 ) -> list[float]:
     """Run optimisation steps over `batches`: schedule -> loss_fn(model, batch) -> backward -> clip -> step -> masks.
 
-    `steps` caps the number of batches (default: all). Returns the loss per step. The model is put in training
-    mode (CMR and dropout active); the progress bar shows the loss, W_s density and CMR rate.
+    `steps` caps the number of batches (default: all); `lr_at(step)`, if given, sets every parameter group's
+    learning rate before each step (e.g. SGD with the paper's per-epoch decay). Returns the loss per step. The
+    model is put in training mode (CMR and dropout active); the progress bar shows the loss, W_s density and CMR rate.
     """
     model.train()
     layers = doped_layers(model)
@@ -195,6 +236,9 @@ def train(
             break
         step = start_step + i
         state = schedule.step(model, step) if schedule is not None else {}
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model, batch)
         value = float(loss.detach())
@@ -212,4 +256,7 @@ def train(
     return losses
 
 
-__all__ = ["CMR_SCHEDULES", "DopingSchedule", "apply_masks", "cubic_density", "cmr_rate", "train"]
+__all__ = [
+    "CMR_SCHEDULES", "DopingSchedule", "apply_masks", "broadcast_masks", "cmr_rate", "cubic_density",
+    "is_main_process", "seed_per_rank", "train",
+]

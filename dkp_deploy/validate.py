@@ -16,6 +16,7 @@ The file's format comes from its extension: ``.onnx`` (onnxruntime with the ops 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -117,6 +118,43 @@ def _backend(path: Path):
     raise InputError("unknown file type (expected .onnx or .tflite)", path)
 
 
+def _check_npz_headers(path: Any, sigs: dict[str, Any]) -> None:
+    """Names, ranks and sizes of an .npz's arrays from its zip directory and .npy headers, before any decompression.
+
+    A deflated member can inflate to any size: only the few header bytes of each member are decompressed here,
+    and the arrays must fit the checkpoint memory limit (`dkp_deploy.checkpoint.max_memory`).
+    """
+    import zipfile
+
+    from .checkpoint import _limit
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = sorted(i.filename.removesuffix(".npy") for i in infos)
+            unknown = sorted(set(names) - set(sigs))
+            if unknown or len(set(names)) != len(names):
+                raise InputError(f"inputs: expected arrays {sorted(sigs)}; unknown {unknown[:8]}")
+            total = 0
+            for info in infos:
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0  # 3.0 differs from 2.0 only in the header's encoding
+                    shape, _, dtype = read(f)
+                name = info.filename.removesuffix(".npy")
+                if len(shape) != len(sigs[name].shape):
+                    raise InputError(f"inputs: {name!r} has shape {shape}, expected {sigs[name].shape}")
+                total += math.prod(shape) * dtype.itemsize
+            if total > _limit[0]:
+                raise InputError(f"inputs: the arrays declare {total / (1 << 30):.1f} GiB, over the "
+                                 f"{_limit[0] / (1 << 30):.1f} GiB limit (--max-memory)")
+    except InputError as e:
+        raise InputError(str(e), path) from None
+    except Exception as e:  # noqa: BLE001 - a broken zip or .npy header fails in many ways
+        raise InputError(f"not a readable .npz file ({type(e).__name__})", path) from None
+
+
 def _user_feeds(inputs: Any, spec: ModelSpec, mode: str) -> dict[str, np.ndarray] | None:
     if inputs is None:
         return None
@@ -124,6 +162,7 @@ def _user_feeds(inputs: Any, spec: ModelSpec, mode: str) -> dict[str, np.ndarray
         feeds = dict(inputs)
     else:
         path = existing_file(inputs)
+        _check_npz_headers(path, {s.name: s for s in signature.inputs(spec, mode)})
         try:
             with np.load(path, allow_pickle=False) as z:
                 feeds = {k: z[k] for k in z.files}

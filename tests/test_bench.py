@@ -94,22 +94,55 @@ def test_targets_flag_misses() -> None:
 
 
 def test_bad_output_directory_is_exit_2(tmp_path, capsys) -> None:
-    assert cli.main(["--quick", "--json", str(tmp_path / "missing" / "r.json")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["--quick", "--only", "kernel", "--no-tflite", "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a directory" in err[0]
 
 
-def test_quick_run_writes_json_plots_and_page(tmp_path, capsys) -> None:
-    out, page = tmp_path / "results", tmp_path / "docs" / "performance.md"
-    page.parent.mkdir()
+def test_argument_errors_are_one_line_and_version(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--threads", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dkp-bench: error:") and "usage" not in err[0]
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("dkp-bench ")
+
+
+def test_quick_run_writes_json_and_plots_to_out_and_leaves_docs_alone(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
     readme = tmp_path / "README.md"
+    original = f"# title\n\nbefore\n{report.README_BEGIN}\nold tables\n{report.README_END}\nafter\n"
+    readme.write_text(original)
+    assert cli.main(["--quick", "--only", "kernel", "--no-tflite", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert json.loads((tmp_path / "dkp-bench-results" / "results.json").read_text())["kernel"]
+    assert (tmp_path / "dkp-bench-results" / "kernel.png").is_file()
+    assert readme.read_text() == original  # docs change only with --update-docs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "dkp-bench-results"]
+
+
+def test_quick_run_json_on_stdout(tmp_path, capsys) -> None:
+    assert cli.main(["--quick", "--only", "kernel", "--no-tflite", "--json", "--out", str(tmp_path / "o")]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results == json.loads((tmp_path / "o" / "results.json").read_text())
+
+
+def test_update_docs_refreshes_readme_tables_of_a_temp_copy(tmp_path, capsys) -> None:
+    root = tmp_path / "repo"
+    (root / "docs").mkdir(parents=True)
+    readme, page = root / "README.md", root / "docs" / "performance.md"
     readme.write_text(f"# title\n\nbefore\n{report.README_BEGIN}\nold tables\n{report.README_END}\nafter\n")
-    assert cli.main(["--quick", "--out", str(out), "--json", str(tmp_path / "r.json"), "--docs", str(page),
-                     "--readme", str(readme)]) == 0
+    out = root / "benchmarks" / "results"
+    assert cli.main(["--quick", "--update-docs", "--docs-root", str(root)]) == 0
     text = capsys.readouterr().out
     for title in ("Kernel W_s @ x", "Doped layer", "LSTM LM step graph", "Profile"):
         assert title in text
-    results = json.loads((tmp_path / "r.json").read_text())
-    assert results == json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text())
     assert results["environment"]["threads"] == 1 and results["environment"]["cpu"]
     impls = {r["impl"] for r in results["kernel"]}
     assert "TFLite sparse FC" in impls and len(impls) >= 4
@@ -122,16 +155,20 @@ def test_quick_run_writes_json_plots_and_page(tmp_path, capsys) -> None:
     for name in ("kernel", "layer", "model", "profile"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc = page.read_text()
-    assert "dkp-bench --quick" in doc and "## Reading this run" in doc and "](../results/model.png)" in doc
+    assert "dkp-bench --quick" in doc and "## Reading this run" in doc and "](../benchmarks/results/model.png)" in doc
     block = readme.read_text()
     assert block.startswith("# title\n\nbefore\n") and block.endswith(f"{report.README_END}\nafter\n")
-    assert "old tables" not in block and "**Doped layer" in block and "](results/model.png)" in block
+    assert "old tables" not in block and "**Doped layer" in block and "](benchmarks/results/model.png)" in block
     assert "Profile" not in block  # the README shows the headline tables; the page has the rest
 
 
-def test_readme_without_markers_is_exit_2(tmp_path, capsys) -> None:
+def test_update_docs_readme_without_markers_is_exit_2(tmp_path, capsys) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("# no markers\n")
-    assert cli.main(["--quick", "--only", "kernel", "--no-tflite", "--readme", str(readme)]) == 2
-    assert "block to refresh" in capsys.readouterr().err
+    (tmp_path / "docs").mkdir()
+    args = ["--quick", "--only", "kernel", "--no-tflite", "--update-docs", "--docs-root", str(tmp_path)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "block to refresh" in err[0]
     assert readme.read_text() == "# no markers\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "docs"]  # nothing measured or written

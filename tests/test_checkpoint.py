@@ -616,3 +616,69 @@ def test_random_field_edits_give_only_input_error(use_torch: bool, data, tmp_pat
             parent[path[-1]] = copy.deepcopy(value)  # fresh containers: no cycles through shared lists
     torch.save(raw, tmp_path / "edited.pt")
     _load_or_input_error((tmp_path / "edited.pt").read_bytes(), tmp_path / "edited.pt", use_torch)
+
+
+# -- the audit's zip files: both readers refuse them, with the same message (issue 14) ---------------------------
+
+
+def _flip_central_size(data: bytes) -> bytes:
+    b = bytearray(data)
+    eocd = b.rfind(b"PK\x05\x06")
+    first = int.from_bytes(b[eocd + 16 : eocd + 20], "little")  # offset of the central directory
+    b[first + 24] ^= 0x01  # the first entry's uncompressed size
+    return bytes(b)
+
+
+def _with_member(name: str):
+    def edit(data: bytes) -> bytes:
+        buf = __import__("io").BytesIO(data)
+        with zipfile.ZipFile(buf, "a") as zf:
+            zf.writestr(name, b"x")
+        return buf.getvalue()
+
+    return edit
+
+
+ZIP_CASES = {
+    "central_directory_size_flipped": (_flip_central_size, "sizes disagree"),
+    "member_dotdot": (_with_member("../../x"), "outside the archive"),
+    "member_absolute": (_with_member("/tmp/x"), "outside the archive"),
+    "junk_prepended": (lambda data: os.urandom(1 << 20) + data, "data before the zip archive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ZIP_CASES))
+def test_both_readers_refuse_the_audit_zips_alike(case: str, tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    save(_mlp(), good)
+    edit, words = ZIP_CASES[case]
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(edit(good.read_bytes()))
+    with pytest.raises(Exception):  # noqa: B017 - torch's own refusal: any exception type
+        torch.load(bad, weights_only=True)
+    messages = []
+    for use_torch in (True, False):
+        with pytest.raises(InputError) as e:
+            load_spec(bad, use_torch=use_torch)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1] and words in messages[0] and "\n" not in messages[0]
+
+
+@pytest.mark.parametrize("use_torch", READERS)
+def test_meta_tensor_is_refused(use_torch: bool, tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    raw["blocks"][0]["bias"] = torch.empty(8, device="meta")
+    torch.save(raw, tmp_path / "meta.pt")
+    with pytest.raises(InputError):
+        load_spec(tmp_path / "meta.pt", use_torch=use_torch)
+
+
+@pytest.mark.parametrize("use_torch", READERS)
+def test_declared_size_is_checked_before_allocating(use_torch: bool, tmp_path: Path) -> None:
+    m, n = 2, 2**31 - 2
+    row_ptr = np.array([0, 1, 1], np.int32)
+    sparse = CSR((m, n), row_ptr, np.array([n - 1], np.int32), np.ones(1, np.float32))
+    save(ModelSpec("mlp", [Linear("big", DopedMatrix((m, n), "none", {}, sparse), None)], {}, {}), tmp_path / "b.pt")
+    with pytest.raises(InputError, match=r"layer 'big' declares a 2 x 2147483646 matrix.*limit"):
+        load_spec(tmp_path / "b.pt", use_torch=use_torch)
+    assert load_spec(tmp_path / "b.pt", use_torch=use_torch, max_memory=64 << 30).matrices()["big"].nnz == 1

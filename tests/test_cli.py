@@ -270,3 +270,70 @@ def test_progress_per_layer_and_quiet(tmp_path, capsys, checkpoint, monkeypatch,
     assert quiet.kwargs["disable"] is True
     out = capsys.readouterr().out
     assert out.count("dkp-convert: wrote") == 1 and f"a{suffix}" in out
+
+
+# -- flags every tool shares, output-path checks, missing extras (issue 14) ------------------------------------
+
+MAINS = {"dkp-convert": cli.convert_main, "dkp-validate": cli.validate_main, "dkp-bench": cli.bench_main}
+
+
+@pytest.mark.parametrize("prog", sorted(MAINS))
+def test_every_tool_has_the_shared_flags(prog, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        MAINS[prog](["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"{prog} {cli.__version__}"
+    with pytest.raises(SystemExit) as e:
+        MAINS[prog](["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--quiet", "--verbose", "--json", "--debug"):
+        assert flag in text
+    with pytest.raises(SystemExit) as e:
+        MAINS[prog](["--quiet", "--verbose"])
+    assert e.value.code == 2
+    _one_error_line(capsys.readouterr().err, prog)
+
+
+@pytest.mark.parametrize("output, words", [("-", "stdout"), (".", "directory"), ("a\nb.onnx", "newline")])
+def test_refused_output_paths(checkpoint, tmp_path, capsys, output, words) -> None:
+    path = checkpoint(mlp())
+    assert cli.convert_main([str(path), "-o", output]) == 2
+    assert words in _one_error_line(capsys.readouterr().err, "dkp-convert")
+    assert not (tmp_path / "-").exists()
+
+
+def test_json_summary_and_json_errors(checkpoint, tmp_path, capsys) -> None:
+    path = checkpoint(mlp())
+    out = tmp_path / "m.onnx"
+    assert cli.convert_main([str(path), "-o", str(out), "--json", "--sparse-impl", "portable"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["output"] == str(out) and summary["bytes"] == out.stat().st_size
+    assert summary["target"] == "onnx" and summary["sparse_impl"] == "portable"
+    assert cli.validate_main([str(tmp_path / "missing.pt"), str(out), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["exit_code"] == 2 and "no such file" in json.loads(captured.out)["error"]
+    _one_error_line(captured.err, "dkp-validate")
+
+
+def test_tflite_without_the_extra_is_one_line_exit_2(checkpoint, tmp_path, capsys, monkeypatch) -> None:
+    path = checkpoint(mlp())
+    for name in [m for m in sys.modules if m == "tflite" or m.startswith(("tflite.", "dkp_deploy.converters.tflite"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "tflite", None)  # `import tflite` now raises ModuleNotFoundError
+    assert cli.convert_main([str(path), "-o", str(tmp_path / "x.tflite")]) == 2
+    line = _one_error_line(capsys.readouterr().err, "dkp-convert")
+    assert "install dkp-deploy[tflite]" in line and not (tmp_path / "x.tflite").exists()
+
+
+def test_disk_full_is_one_line_exit_2(checkpoint, tmp_path, capsys, monkeypatch) -> None:
+    import errno
+
+    path = checkpoint(mlp())
+    out = tmp_path / "m.onnx"
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("dkp_deploy.fileio.os.replace", full)
+    assert cli.convert_main([str(path), "-o", str(out), "--sparse-impl", "portable"]) == 2
+    assert "No space left on device" in _one_error_line(capsys.readouterr().err, "dkp-convert")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

@@ -1,5 +1,7 @@
 """DopedLinear against float64 numpy: forward, dense_weight, set_density, CMR, compression factor."""
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -181,3 +183,39 @@ def test_bad_arguments() -> None:
         DopedLinear(4, 4, cmr=1.0)
     with pytest.raises(ValueError, match="density"):
         DopedLinear(4, 4).set_density(1.5)
+
+
+def test_weight_property_is_the_dense_weight() -> None:
+    torch.manual_seed(3)
+    layer = DopedLinear(6, 4, kron_shape=((2, 3), (2, 2)), density=0.5)
+    torch.testing.assert_close(layer.weight, layer.dense_weight())
+    with pytest.raises(AttributeError):
+        layer.weight = torch.zeros(4, 6)  # read-only
+    assert "weight" not in dict(layer.named_parameters())
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_transformer_encoder_with_doped_ffn(train: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nn.TransformerEncoderLayer's eval fast path reads linear1.weight / linear2.weight directly."""
+    fast, calls = torch._transformer_encoder_layer_fwd, []
+    monkeypatch.setattr(torch, "_transformer_encoder_layer_fwd", lambda *a: calls.append(1) or fast(*a))
+    torch.manual_seed(4)
+    layer = torch.nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, dropout=0.0, batch_first=True)
+    dense = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    doped = copy.deepcopy(dense)
+    for enc in doped.layers:
+        for name in ("linear1", "linear2"):
+            lin = getattr(enc, name)
+            new = DopedLinear(lin.in_features, lin.out_features, structure="none")
+            with torch.no_grad():
+                new.W_s.copy_(lin.weight)
+                new.bias.copy_(lin.bias)
+            setattr(enc, name, new)
+    dense.train(train)
+    doped.train(train)
+    x = torch.randn(3, 7, 32)
+    with torch.no_grad():  # in eval mode, no_grad is what lets torch take the fast path
+        torch.testing.assert_close(doped(x), dense(x), rtol=0, atol=1e-5)
+    assert bool(calls) == (not train)  # eval really took the fast path (both models: 2 layers each)
+    doped(x).sum().backward()
+    assert doped.layers[0].linear1.W_s.grad is not None

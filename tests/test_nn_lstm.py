@@ -111,3 +111,35 @@ def test_lm_matches_manual_composition(batch_first: bool) -> None:
     np.testing.assert_allclose(logits.detach().numpy(), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="tie_weights"):
         DopedLSTMLM(30, 8, 6, 1, tie_weights=True)
+
+
+@pytest.mark.parametrize("T", [1, 5, 37])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_bidirectional_equals_torch_lstm(T: int, batch_first: bool, with_state: bool) -> None:
+    I, H, L, B = 3, 4, 2, 2
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(I, H, L, batch_first=batch_first, bidirectional=True).double()
+    doped = DopedLSTM(I, H, L, bidirectional=True, batch_first=batch_first, structure="none").double()
+    assert [(c.out_features, c.in_features) for c in doped.cells] == [(16, 7), (16, 7), (16, 12), (16, 12)]
+    with torch.no_grad():
+        for j, cell in enumerate(doped.cells):
+            sfx = f"l{j // 2}" + ("_reverse" if j % 2 else "")
+            cell.W_s.copy_(torch.cat([getattr(ref, f"weight_ih_{sfx}"), getattr(ref, f"weight_hh_{sfx}")], 1))
+            cell.bias.copy_(getattr(ref, f"bias_ih_{sfx}") + getattr(ref, f"bias_hh_{sfx}"))
+    g = torch.Generator().manual_seed(T)
+    x = torch.randn((B, T, I) if batch_first else (T, B, I), generator=g, dtype=torch.float64)
+    state = tuple(torch.randn(2 * L, B, H, generator=g, dtype=torch.float64) for _ in range(2)) if with_state else None
+    y_ref, (h_ref, c_ref) = ref(x, state)
+    y, (h, c) = doped(x, state)
+    assert y.shape == y_ref.shape == (*x.shape[:2], 2 * H) and h.shape == h_ref.shape == c.shape
+    for a, b in ((y, y_ref), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    # unbatched, and the same through from_cells
+    again = DopedLSTM.from_cells(list(doped.cells), I, H, bidirectional=True)
+    x1 = x[0] if batch_first else x[:, 0]
+    s1 = None if state is None else (state[0][:, 0], state[1][:, 0])
+    y_ref, (h_ref, c_ref) = ref(x1, s1)
+    y, (h, c) = again(x1, s1)
+    for a, b in ((y, y_ref), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -80,3 +80,25 @@ def test_train_loop_prunes_and_learns() -> None:
     cell = lm.lstm.cells[0]
     assert cell.nnz == round(0.2 * cell.mask.numel()) and cell.cmr == 0.0
     assert torch.all(cell.W_s[~cell.mask] == 0)
+
+
+def test_train_lr_at_sets_lr_each_step_and_broadcast_is_noop_without_distributed() -> None:
+    from dkp_deploy.train import broadcast_masks, is_main_process
+
+    torch.manual_seed(0)
+    layer = DopedLinear(8, 8, structure="none")
+    seen: list[float] = []
+    opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+    orig = opt.step
+
+    def step(*a, **k):  # record the lr the optimiser steps with
+        seen.append(opt.param_groups[0]["lr"])
+        return orig(*a, **k)
+
+    opt.step = step  # type: ignore[method-assign]
+    batches = [torch.randn(4, 8) for _ in range(3)]
+    train(layer, batches, lambda m, x: m(x).pow(2).mean(), opt, lr_at=lambda t: 0.1 * (t + 1), progress=False)
+    assert seen == pytest.approx([0.1, 0.2, 0.3])
+    mask = layer.mask.clone()
+    broadcast_masks(layer)
+    assert torch.equal(layer.mask, mask) and is_main_process()

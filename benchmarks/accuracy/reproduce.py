@@ -16,9 +16,14 @@ doped_kp_constant  CMR 0.7 constant  (table 2 ablation)
 doped_kp_expdec    CMR 0.7 expDec    (table 2 ablation)
 =================  ================================================================================================
 
-Training: Adam (lr 2e-3), truncated BPTT 35, batch 20, dropout 0.5, max grad norm 5 (appendix B), `--steps`
-steps (1000 ~ 10 epochs); pruning from 20 % to 70 % of the steps (every 10 steps, cubic), then 30 % at the final
-sparsity without CMR. Validation perplexity every `--eval-every` steps gives the co-matrix-adaptation curves.
+Training: Adam (lr 2e-3) or, with `--optimizer sgd`, the paper's SGD (table 11) in per-token-mean units: TF's
+ptb_word_lm sums the loss over the 35 time steps, ours averages, so lr 0.3 -> 10.5, clip 5 -> 5/35, L2 1e-4 ->
+1e-4/35 (the same updates), x0.96 per epoch-equivalent after 15 % of training; truncated BPTT 35, batch 20,
+dropout 0.5, `--steps` steps (1000 ~ 10 epochs); pruning from 20 % to 90 % of the steps (every 10 steps, cubic).
+`--init uniform0.05` draws every parameter (B, C, W_s included) from U(-0.05, 0.05) as ptb_word_lm does;
+`--init balanced` keeps DopedLinear's own init. `--seeds` repeats every method (mean, spread). Logged every
+`--eval-every` steps: train / valid perplexity, W_s density, lr and the CMA observable ||W_s|| / ||kron(B, C)||
+(Frobenius, per layer and mean). Finished runs (runs/<method>[_s<seed>].json) are skipped on a rerun.
 The paper trains with SGD for 100 epochs on PTB; this is a ~25-minute CPU budget on a 70 k-token corpus, so
 absolute perplexities are not comparable, only the ordering of the methods.
 
@@ -48,13 +53,15 @@ sys.path.insert(0, str(HERE))
 from data import load_corpus  # noqa: E402
 
 METHOD_ORDER = (
-    "dense", "kp", "pruning", "lmf", "doped_kp_no_cmr", "doped_kp_lindec", "doped_kp_constant", "doped_kp_expdec",
+    "dense", "kp", "pruning", "lmf", "hmd", "doped_kp_no_cmr", "doped_kp_lindec", "doped_kp_constant",
+    "doped_kp_expdec",
 )
 LABELS = {
     "dense": "Dense baseline",
     "kp": "KP only",
     "pruning": "Pruning only",
     "lmf": "LMF",
+    "hmd": "HMD",
     "doped_kp_no_cmr": "Doped KP, no CMR",
     "doped_kp_lindec": "Doped KP, CMR linDec",
     "doped_kp_constant": "Doped KP, CMR constant",
@@ -77,10 +84,17 @@ class Setting:
     max_grad_norm: float = 5.0
     cmr: float = 0.7
     prune_start: float = 0.2
-    prune_end: float = 0.7
+    prune_end: float = 0.9
     prune_every: int = 10
     eval_tokens: int | None = None  # cap on valid/test tokens (tiny runs only)
     seed: int = 0
+    optimizer: str = "adam"  # "adam" (lr) or "sgd" (sgd_lr, the paper's schedule; see sgd_setting)
+    init: str = "balanced"  # "balanced" (DopedLinear's own) or "uniform0.05" (every parameter U(-0.05, 0.05))
+    sgd_lr: float = 10.5  # the paper's 0.3 x 35: our loss is a per-token mean, TF ptb_word_lm's a sum over T=35
+    sgd_clip: float = 5.0 / 35  # the paper's clip 5 on the time-summed loss
+    sgd_l2: float = 1e-4 / 35  # the paper's L2 1e-4 on the time-summed loss, rescaled the same way
+    lr_decay: float = 0.96  # per epoch-equivalent (one pass over the training streams), SGD only
+    decay_start: float = 0.15  # fraction of training after which the decay runs (the paper: epoch 15 of 100)
 
 
 TINY = Setting(hidden=16, cf=4.0, steps=8, eval_every=4, batch=4, bptt=8, prune_every=1, eval_tokens=300)
@@ -119,6 +133,13 @@ def methods(s: Setting) -> dict[str, Method]:
         "lmf": Method("lmf", {"structure": "lmf", "rank": rank, "density": 0.0}, lstm_cf=M * N / (rank * (M + N)),
                       notes={"rank": rank}),
     }
+    # HMD: about half the budget in dense top rows, the rest a rank-r product on the remaining rows
+    hmd_rows = max(1, round(0.5 * budget / N))
+    hmd_rank = max(1, round((budget - hmd_rows * N) / (M - hmd_rows + N)))
+    out["hmd"] = Method(
+        "hmd", {"structure": "hmd", "rank": hmd_rank, "hmd_rows": hmd_rows, "density": 0.0},
+        lstm_cf=M * N / (hmd_rows * N + hmd_rank * (M - hmd_rows + N)), notes={"rank": hmd_rank, "rows": hmd_rows},
+    )
     for name, cmr, schedule in (
         ("doped_kp_no_cmr", 0.0, "linDec"),
         ("doped_kp_lindec", s.cmr, "linDec"),
@@ -130,6 +151,33 @@ def methods(s: Setting) -> dict[str, Method]:
             cmr=cmr, lstm_cf=s.cf, notes={"kron_shape": doped, "ws_density": doped_density},
         )
     return out
+
+
+def cma_ratio(layers: list[Any]) -> list[float]:
+    """The CMA observable per doped layer: ||W_s * mask||_F / ||structured||_F (kron: ||B||_F ||C||_F, no kron)."""
+    out = []
+    for la in layers:
+        if la.structure == "none":
+            continue
+        ws = float(la.sparse_weight().detach().norm())
+        if la.structure == "kron":
+            k = float(la.B.detach().norm()) * float(la.C.detach().norm())
+        else:
+            k = float(la.structured_weight().detach().norm())
+        out.append(ws / k if k > 0 else math.inf)
+    return out
+
+
+def lr_at(s: Setting, steps_per_epoch: int) -> Any:
+    """lr of step t: SGD's x lr_decay per epoch-equivalent after decay_start * steps; Adam's constant lr."""
+    if s.optimizer != "sgd":
+        return lambda t: s.lr
+    start = s.decay_start * s.steps
+
+    def f(t: int) -> float:
+        return s.sgd_lr * s.lr_decay ** max(0, math.floor((t - start) / steps_per_epoch))
+
+    return f
 
 
 def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
@@ -148,6 +196,14 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
     train_data = batchify(corpus.train, s.batch)
     valid, test = batchify(corpus.valid[cap], 10), batchify(corpus.test[cap], 10)
     model = DopedLSTMLM(corpus.vocab_size, s.hidden, s.hidden, 2, dropout=s.dropout, **method.doping)
+    if s.init == "uniform0.05":  # TF ptb_word_lm: every variable U(-init_scale, init_scale), init_scale 0.05
+        with torch.no_grad():
+            for prm in model.parameters():
+                prm.uniform_(-0.05, 0.05)
+            for la in doped_layers(model):
+                la.W_s.mul_(la.mask)
+    elif s.init != "balanced":
+        raise ValueError(f"unknown init {s.init!r}")
     schedule = None
     if method.final_density is not None:
         schedule = DopingSchedule(
@@ -158,29 +214,42 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
             cmr=method.cmr,
             cmr_schedule=method.cmr_schedule,
         )
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
+    if s.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=s.sgd_lr, weight_decay=s.sgd_l2)
+        clip = s.sgd_clip
+    elif s.optimizer == "adam":
+        optimizer, clip = torch.optim.Adam(model.parameters(), lr=s.lr), s.max_grad_norm
+    else:
+        raise ValueError(f"unknown optimizer {s.optimizer!r}")
     loss_fn = LMLoss()
     batches = epochs(train_data, s.bptt, s.steps)
+    steps_per_epoch = max(1, (len(train_data) - 2) // s.bptt + 1)
+    lr_fn = lr_at(s, steps_per_epoch)
     curve: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for start in range(0, s.steps, s.eval_every):
         n = min(s.eval_every, s.steps - start)
         losses = train(
             model, itertools.islice(batches, n), loss_fn, optimizer, schedule=schedule, steps=n, start_step=start,
-            max_grad_norm=s.max_grad_norm, progress=False,
+            max_grad_norm=clip, progress=False, lr_at=lr_fn,
         )
         layers = doped_layers(model)
+        ratios = cma_ratio(layers)
         point = {
             "step": start + n,
             "train_ppl": math.exp(sum(losses) / len(losses)),
             "valid_ppl": perplexity(model, valid, s.bptt),
             "ws_density": sum(la.nnz for la in layers) / sum(la.mask.numel() for la in layers),
             "cmr": schedule.cmr_rate(start + n - 1) if schedule else 0.0,
+            "lr": lr_fn(start + n - 1),
+            "ws_over_k": sum(ratios) / len(ratios) if ratios else None,
+            "ws_over_k_layers": ratios,
         }
         curve.append(point)
         if log:
             print(f"[{method.name}] step {point['step']}/{s.steps} train {point['train_ppl']:.1f} "
                   f"valid {point['valid_ppl']:.1f} W_s density {point['ws_density']:.4f} "
+                  f"|W_s|/|K| {point['ws_over_k'] or 0:.3g} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     layers = doped_layers(model)
     weights = sum(la.out_features * la.in_features for la in layers)
@@ -188,6 +257,7 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
     return {
         "method": method.name,
         "label": LABELS[method.name],
+        "seed": s.seed,
         "test_ppl": perplexity(model, test, s.bptt),
         "valid_ppl": curve[-1]["valid_ppl"],
         "lstm_cf": weights / stored,
@@ -202,11 +272,34 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
     }
 
 
+def run_path(runs_dir: str | Path, name: str, seed: int) -> Path:
+    """runs/<method>.json for seed 0 (as before), runs/<method>_s<seed>.json for the others."""
+    return Path(runs_dir) / (f"{name}.json" if seed == 0 else f"{name}_s{seed}.json")
+
+
 def _worker(method: Method, s: Setting, runs_dir: str, log: bool) -> dict[str, Any]:
+    path = run_path(runs_dir, method.name, s.seed)
+    if path.exists():  # resumable: a finished run is not redone
+        old = json.loads(path.read_text())
+        if old.get("setting") == asdict(s):
+            return old
     result = run_method(method, s, log)
-    path = Path(runs_dir) / f"{method.name}.json"
+    result["setting"] = asdict(s)
     path.write_text(json.dumps(result, indent=1))
     return result
+
+
+def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method's result over seeds: seed 0's curves, test / valid perplexity as the mean, with spread."""
+    out = dict(per_seed[0])
+    for key in ("test_ppl", "valid_ppl"):
+        vals = [r[key] for r in per_seed]
+        mean = sum(vals) / len(vals)
+        out[key] = mean
+        out[f"{key}_seeds"] = vals
+        out[f"{key}_std"] = (sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1)) ** 0.5
+    out["seeds"] = [r["seed"] for r in per_seed]
+    return out
 
 
 def table(results: dict[str, dict[str, Any]], s: Setting) -> str:
@@ -225,7 +318,10 @@ def table(results: dict[str, dict[str, Any]], s: Setting) -> str:
             density = "0"
         cmr = f"{r['cmr']:g} {r['cmr_schedule']}" if r["cmr"] else "-"
         rel = f"{(r['test_ppl'] / dense - 1):+.1%}" if dense and name != "dense" else "-"
-        lines.append(f"| {r['label']} | {r['lstm_cf']:.2f}x | {density} | {cmr} | {r['test_ppl']:.1f} | "
+        test = f"{r['test_ppl']:.1f}"
+        if len(r.get("seeds", [])) > 1:
+            test += f" +- {r['test_ppl_std']:.1f} (n={len(r['seeds'])})"
+        lines.append(f"| {r['label']} | {r['lstm_cf']:.2f}x | {density} | {cmr} | {test} | "
                      f"{r['valid_ppl']:.1f} | {rel} |")
     return "\n".join(lines) + "\n"
 
@@ -238,10 +334,11 @@ def plot(results: dict[str, dict[str, Any]], s: Setting, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [1.05, 1, 1]})
+    fig, axes = plt.subplots(1, 4, figsize=(22, 5.4), gridspec_kw={"width_ratios": [1.05, 1, 1, 1]})
     names = [n for n in METHOD_ORDER if n in results]
     colours = {
-        "dense": "0.35", "kp": "#8c564b", "pruning": "#9467bd", "lmf": "#e377c2", "doped_kp_no_cmr": "#d62728",
+        "dense": "0.35", "kp": "#8c564b", "pruning": "#9467bd", "lmf": "#e377c2", "hmd": "#bcbd22",
+        "doped_kp_no_cmr": "#d62728",
         "doped_kp_lindec": "#1f77b4", "doped_kp_constant": "#ff7f0e", "doped_kp_expdec": "#2ca02c",
     }
     ax = axes[0]
@@ -257,13 +354,13 @@ def plot(results: dict[str, dict[str, Any]], s: Setting, path: Path) -> None:
              if n in results]
     for ax, key, title in ((axes[1], "valid_ppl", "Validation perplexity (eval mode)"),
                            (axes[2], "train_ppl", "Training perplexity (dropout + CMR active)")):
-        for n in ["dense", "pruning", *doped]:
+        for n in ["dense", "kp", "pruning", *doped]:
             if n not in results:
                 continue
             c = results[n]["curve"]
             ax.plot([p["step"] for p in c], [p[key] for p in c], color=colours[n], label=LABELS[n],
                     lw=2.2 if n in ("doped_kp_no_cmr", "doped_kp_lindec") else 1.3,
-                    ls="--" if n in ("dense", "pruning") else "-")
+                    ls="--" if n in ("dense", "kp", "pruning") else "-")
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
@@ -281,13 +378,25 @@ def plot(results: dict[str, dict[str, Any]], s: Setting, path: Path) -> None:
         twin.set_ylim(0, 1.05)
         twin.set_ylabel("W_s density (dotted)")
         ax.grid(alpha=0.3, which="both")
+    ax = axes[3]
+    for n in doped:
+        c = [p for p in results[n]["curve"] if p.get("ws_over_k") is not None]
+        ax.plot([p["step"] for p in c], [p["ws_over_k"] for p in c], color=colours[n], label=LABELS[n],
+                lw=2.2 if n in ("doped_kp_no_cmr", "doped_kp_lindec") else 1.3)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_title("||W_s|| / ||kron(B, C)|| (CMA observable, layer mean)")
+    ax.axvspan(s.prune_start * s.steps, s.prune_end * s.steps, color="0.92", zorder=0)
+    ax.grid(alpha=0.3, which="both")
     handles, labels = axes[1].get_legend_handles_labels()
     dens = axes[1].figure.axes[-1].get_legend_handles_labels()
     fig.legend(handles + dens[0], labels + dens[1], loc="lower center", ncol=7, fontsize=9, frameon=False)
     axes[1].text(0.5 * (s.prune_start + s.prune_end) * s.steps, 0.96, "W_s pruned", ha="center", va="top",
                  transform=axes[1].get_xaxis_transform(), fontsize=8, color="0.4")
-    fig.suptitle(f"Doping on pydoc_data.topics: 2 x {s.hidden} LSTM LM, every method at {s.cf:g}x "
-                 f"(CMR runs: initial drop rate {s.cmr:g})")
+    opt = (f"SGD lr {s.sgd_lr:g} (x{s.lr_decay:g}/epoch), clip {s.sgd_clip:.3g}" if s.optimizer == "sgd"
+           else f"Adam lr {s.lr:g}")
+    fig.suptitle(f"Doping on pydoc_data.topics: 2 x {s.hidden} LSTM LM, every method at {s.cf:g}x, {s.steps} steps, "
+                 f"{opt}, init {s.init} (CMR runs: initial drop rate {s.cmr:g})")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -338,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cf", type=float, help="compression factor of every compressed method (default 20)")
     p.add_argument("--cmr", type=float, help="initial CMR drop rate of the CMR runs (default 0.7, appendix B)")
     p.add_argument("--jobs", type=int, default=2, help="methods trained in parallel, 1 thread each")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), help="adam (default; lr 2e-3) or sgd (the paper's "
+                   "schedule: lr 10.5 = 0.3 x 35, clip 5/35, L2 1e-4/35, x0.96 per epoch after 15 %% of training)")
+    p.add_argument("--init", choices=("balanced", "uniform0.05"), help="parameter init (default balanced)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (mean and spread reported)")
+    p.add_argument("--hidden", type=int, help="LSTM size (default 240)")
+    p.add_argument("--eval-every", type=int, help="validation every N steps (default 40)")
     p.add_argument("--only", nargs="+", choices=METHOD_ORDER, help="train these methods only")
     p.add_argument("--replot", action="store_true",
                    help="only redo table.md and the plot from OUT/results.json (or the finished OUT/runs/*.json)")
@@ -352,24 +467,28 @@ def main(argv: list[str] | None = None) -> int:
         s = Setting(**{**asdict(s), "cmr": args.cmr})
     if args.cf is not None:
         s = Setting(**{**asdict(s), "cf": args.cf})
+    for key in ("optimizer", "init", "hidden", "eval_every"):
+        if getattr(args, key) is not None:
+            s = Setting(**{**asdict(s), key: getattr(args, key)})
     chosen = [methods(s)[n] for n in (args.only or METHOD_ORDER)]
     runs = args.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    results: dict[str, dict[str, Any]] = {}
+    jobs = [(m, Setting(**{**asdict(s), "seed": seed})) for seed in args.seeds for m in chosen]
+    per: dict[str, list[dict[str, Any]]] = {}
     if args.jobs <= 1:
-        for m in chosen:
-            results[m.name] = _worker(m, s, str(runs), not args.quiet)
+        for m, ss in jobs:
+            per.setdefault(m.name, []).append(_worker(m, ss, str(runs), not args.quiet))
     else:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(_worker, m, s, str(runs), not args.quiet) for m in chosen]
+            futures = [pool.submit(_worker, m, ss, str(runs), not args.quiet) for m, ss in jobs]
             for f in as_completed(futures):
                 r = f.result()
-                results[r["method"]] = r
+                per.setdefault(r["method"], []).append(r)
                 if not args.quiet:
                     print(f"done {r['method']}: test ppl {r['test_ppl']:.2f} ({r['train_s']:.0f} s)", flush=True)
     wall = time.perf_counter() - t0
-    results = {n: results[n] for n in METHOD_ORDER if n in results}
+    results = {n: aggregate(sorted(per[n], key=lambda r: r["seed"])) for n in METHOD_ORDER if n in per}
     corpus = load_corpus()
     summary = {
         "command": "python benchmarks/accuracy/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -1,9 +1,10 @@
 """`dkp-bench`: the paper's speed claims redone on this machine (kernel, layer, model, profile).
 
-    dkp-bench                 full run: regenerates benchmarks/results/ (JSON + PNG), docs/performance.md and the
-                              README's performance tables (between its dkp-bench markers)
-    dkp-bench --quick         small shapes and few samples (CI smoke, well under a minute); writes nothing
-                              unless --out / --json / --docs say where
+    dkp-bench                 results.json and PNG plots in --out (default ./dkp-bench-results); tables on stdout
+    dkp-bench --quick         small shapes and few samples (CI smoke, well under a minute)
+    dkp-bench --update-docs   also rewrites docs/performance.md and the README's performance tables (between its
+                              dkp-bench markers) under --docs-root (default: the current directory); the results
+                              then go to <docs-root>/benchmarks/results unless --out says otherwise
 """
 
 from __future__ import annotations
@@ -22,28 +23,43 @@ from ..fileio import atomic_output
 from . import environment, measure, report
 
 SECTIONS = ("kernel", "layer", "model", "profile")
-RESULTS_DIR = Path("benchmarks/results")
+DEFAULT_OUT = Path("dkp-bench-results")
+RESULTS_DIR = Path("benchmarks/results")  # under --docs-root: where the committed docs link their plots
 DOCS_PATH = Path("docs/performance.md")
 README_PATH = Path("README.md")
+_QUIET = [False]  # --quiet: no progress lines on stderr
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from ..cli import Parser, add_common
+
+    p = Parser(
         prog="dkp-bench",
         description="Benchmark doped-KP deployment vs dense: kernel (figure 2), layer, LSTM LMs (table 7), "
         "per-node profile. Speed-ups are ratios of medians measured side by side in the same run.",
     )
+    add_common(p, json_help="print all results as JSON on stdout instead of the tables (errors too, as "
+                            '{"error", "exit_code"})')
     p.add_argument("--quick", action="store_true", help="small shapes, few samples: a smoke run under a minute")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads for every runtime (default 1)")
-    p.add_argument("--json", type=Path, metavar="PATH", help="write all results as JSON here")
+    p.add_argument("--threads", type=_positive_int, default=1, help="intra-op threads for every runtime (default 1)")
     p.add_argument("--out", type=Path, metavar="DIR",
-                   help=f"directory for results.json and PNG plots (full run default: {RESULTS_DIR})")
-    p.add_argument("--docs", type=Path, metavar="PATH",
-                   help=f"write the Markdown performance page here (full run default: {DOCS_PATH})")
-    p.add_argument("--readme", type=Path, metavar="PATH",
-                   help="refresh the performance tables between the dkp-bench markers of this README "
-                        f"(full run default: {README_PATH}, when it exists)")
+                   help=f"directory for results.json and the PNG plots (default ./{DEFAULT_OUT}; with "
+                        f"--update-docs: <docs-root>/{RESULTS_DIR})")
+    p.add_argument("--update-docs", action="store_true",
+                   help=f"rewrite {DOCS_PATH} and the performance tables of {README_PATH} under --docs-root")
+    p.add_argument("--docs-root", type=Path, default=Path("."), metavar="DIR",
+                   help="the dkp-deploy source tree whose docs --update-docs rewrites (default: current directory)")
     p.add_argument("--no-tflite", action="store_true", help="skip the TFLite rows")
     return p
 
@@ -69,7 +85,8 @@ def _config(quick: bool) -> dict[str, Any]:
 
 
 def _log(msg: str) -> None:
-    print(f"dkp-bench: {msg}", file=sys.stderr, flush=True)
+    if not _QUIET[0]:
+        print(f"dkp-bench: {msg}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -180,39 +197,40 @@ def _finite(x: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..cli import EXIT_BAD_INPUT, one_line, report_error
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv
-    if args.threads < 1:
-        _log("--threads must be at least 1")
-        return 2
-    # Only a full run (every section, full size) refreshes the committed results, page and README by default.
-    full = not args.quick and set(args.only) == set(SECTIONS)
-    out = args.out if args.out is not None else (RESULTS_DIR if full else None)
-    docs = args.docs if args.docs is not None else (DOCS_PATH if full else None)
-    readme = args.readme if args.readme is not None else (README_PATH if full and README_PATH.is_file() else None)
+    _QUIET[0] = args.quiet or args.json
+    root = args.docs_root
+    out = args.out if args.out is not None else (root / RESULTS_DIR if args.update_docs else DEFAULT_OUT)
+    docs, readme = (root / DOCS_PATH, root / README_PATH) if args.update_docs else (None, None)
     try:
         if readme is not None:  # before the minutes of measuring, not after
+            if not root.is_dir():
+                raise InputError("--docs-root is not a directory", root)
             if not readme.is_file():
-                raise InputError("no such file", readme)
+                raise InputError("no README.md here: give the source tree with --docs-root", readme)
             if report.README_BEGIN not in readme.read_text():
                 raise InputError(f"no {report.README_BEGIN!r} ... {report.README_END!r} block to refresh", readme)
-        for target in (out, args.json.parent if args.json else None, docs.parent if docs else None):
-            if target is not None and not target.is_dir():
-                if target == out:
-                    target.mkdir(parents=True, exist_ok=True)
-                else:
-                    raise InputError("output directory does not exist", target)
+            if not docs.parent.is_dir():
+                raise InputError("no docs/ folder here: give the source tree with --docs-root", docs.parent)
+        if out.exists() and not out.is_dir():
+            raise InputError("--out is not a directory", out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create the output directory: {e.strerror}", out) from None
         results = run(args)
         table_list = tables(results)
-        print(report.render_text(table_list))
-        print(environment.describe(results["environment"]))
         if args.json:
-            _write_json(results, args.json)
-        made: list[Path] = []
-        if out is not None:
-            _write_json(results, out / "results.json")
-            made = plots(results, out)
+            print(json.dumps(_finite(results)))
+        elif not args.quiet:
+            print(report.render_text(table_list))
+            print(environment.describe(results["environment"]))
+        _write_json(results, out / "results.json")
+        made = plots(results, out)
         if docs is not None:
             with atomic_output(docs) as tmp:
                 tmp.write_text(report.performance_page(results, table_list, made, docs))
@@ -222,14 +240,16 @@ def main(argv: list[str] | None = None) -> int:
             with atomic_output(readme) as tmp:
                 tmp.write_text(new)
     except DkpError as e:
-        _log(str(e))
-        return 2
+        return report_error("dkp-bench", str(e), EXIT_BAD_INPUT, args.json)
     except ImportError as e:
-        _log(f"a component is missing: {e}")
-        return 2
-    for path in [args.json, out, docs, readme]:
+        return report_error("dkp-bench", f"a component is missing: {e} (install dkp-deploy[bench])", EXIT_BAD_INPUT,
+                            args.json)
+    except OSError as e:  # disk full, permission denied while writing the results
+        where = f"{e.filename}: " if e.filename else ""
+        return report_error("dkp-bench", f"{where}{e.strerror or e}", EXIT_BAD_INPUT, args.json)
+    for path in [out, docs, readme]:
         if path is not None:
-            _log(f"wrote {path}")
+            _log(f"wrote {one_line(path)}")
     return 0
 
 

@@ -191,6 +191,12 @@ class DopedLinear(nn.Module):
         """The exact M x N W = structured + W_s (validation only; forward never builds it)."""
         return self.structured_weight() + self.sparse_weight()
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """Read-only `dense_weight()`, for modules that read a child's ``.weight`` instead of calling it (e.g.
+        nn.TransformerEncoderLayer's eval fast path). Materializes the M x N matrix on every access."""
+        return self.dense_weight()
+
     @torch.no_grad()
     def set_density(self, density: float) -> None:
         """Magnitude-prune W_s to exactly round(density * M * N) nonzeros of the mask, keeping the largest |W_s|.

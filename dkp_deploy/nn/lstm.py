@@ -33,18 +33,42 @@ def _is_one_kron_shape(value: Any) -> bool:
     )
 
 
-class DopedLSTM(nn.Module):
-    """Drop-in for `torch.nn.LSTM` (unidirectional, no projections) with doped gate matrices.
+def _run_direction(
+    cell: DopedLinear, seq: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer, one direction over seq [T, B, I_k] (already in its reading order): outputs [T, B, H], h, c."""
+    # W_s [x_t; h] = W_s[:, :I] x_t + W_s[:, I:] h: mask once per sequence, input columns for all steps in one
+    # matmul; the structured path mixes x and h columns, so it runs per step (it is small)
+    w_s = cell.sparse_weight()
+    n_in = seq.shape[-1]
+    ys_input = F.linear(seq, w_s[:, :n_in])
+    w_sh = w_s[:, n_in:]
+    outputs = []
+    for t, x_t in enumerate(seq.unbind(0)):
+        y_s = torch.addmm(ys_input[t], h, w_sh.t())
+        gates = cell.combine(cell.structured_forward(torch.cat([x_t, h], dim=-1)), y_s)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outputs.append(h)
+    out = torch.stack(outputs) if outputs else seq.new_zeros(0, seq.shape[1], h.shape[-1])
+    return out, h, c
 
-    Layer k computes gates = W_k [x_t, h_{t-1}] + b_k with W_k a `DopedLinear` of shape 4H x (I_k + H)
+
+class DopedLSTM(nn.Module):
+    """Drop-in for `torch.nn.LSTM` (no projections) with doped gate matrices.
+
+    Layer k, direction d computes gates = W_k [x_t, h_{t-1}] + b_k with W_k a `DopedLinear` of shape 4H x (I_k + H)
     (the paper's sizing: 2600 x 1300 for H = 650) and torch's gate order (i, f, g, o); its single bias plays the
     role of torch's b_ih + b_hh. Call and return contract as torch.nn.LSTM: ``lstm(x, (h0, c0)=None)`` ->
     ``(output, (h_n, c_n))``, x ``[T, B, I]`` (``[B, T, I]`` if batch_first, or unbatched ``[T, I]``), states
-    ``[num_layers, B, H]``. ``dropout`` applies to every layer's output but the last, in training, as torch does.
+    ``[num_layers * D, B, H]`` (D = 2 if ``bidirectional``). ``self.cells[k * D + d]`` is layer k's direction d
+    (d = 1 reads the sequence backwards); layers k > 0 take the D * H concatenated outputs.
+    ``dropout`` applies to every layer's output but the last, in training, as torch does.
 
     ``**doping`` goes to every layer's DopedLinear (structure, kron_shape, rank, hmd_rows, density, cmr, bias,
     device, dtype); ``kron_shape`` may also be a list with one shape per layer (layer 0 is 4H x (I+H), the
-    others 4H x 2H).
+    others 4H x (D*H + H)); with D = 2 both directions of a layer share its shape.
     """
 
     def __init__(
@@ -53,6 +77,7 @@ class DopedLSTM(nn.Module):
         hidden_size: int,
         num_layers: int = 1,
         *,
+        bidirectional: bool = False,
         batch_first: bool = False,
         dropout: float = 0.0,
         **doping: Any,
@@ -64,15 +89,21 @@ class DopedLSTM(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.batch_first, self.dropout = bool(batch_first), float(dropout)
+        self.bidirectional = bool(bidirectional)
         shapes = doping.pop("kron_shape", None)
         # a list of num_layers shapes is per layer, unless it is itself one shape ([[M1, N1], [M2, N2]], e.g. JSON)
         if not (isinstance(shapes, list) and len(shapes) == num_layers and not _is_one_kron_shape(shapes)):
             shapes = [shapes] * num_layers
-        H = self.hidden_size
+        H, D = self.hidden_size, self.num_directions
         self.cells = nn.ModuleList(
-            DopedLinear((input_size if k == 0 else H) + H, 4 * H, kron_shape=shapes[k], **doping)
+            DopedLinear((input_size if k == 0 else D * H) + H, 4 * H, kron_shape=shapes[k], **doping)
             for k in range(num_layers)
+            for _ in range(D)
         )
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
 
     @classmethod
     def from_cells(
@@ -81,24 +112,29 @@ class DopedLSTM(nn.Module):
         input_size: int,
         hidden_size: int,
         *,
+        bidirectional: bool = False,
         batch_first: bool = False,
         dropout: float = 0.0,
     ) -> DopedLSTM:
-        """A DopedLSTM around existing gate layers (cells[k]: 4H x (I_k + H)), e.g. from `compress` or a spec."""
-        H = int(hidden_size)
-        for k, cell in enumerate(cells):
-            want = (4 * H, (input_size if k == 0 else H) + H)
+        """A DopedLSTM around existing gate layers (cells[k*D + d]: 4H x (I_k + H)), e.g. from `compress`."""
+        H, D = int(hidden_size), 2 if bidirectional else 1
+        if not cells or len(cells) % D:
+            raise ValueError(f"need a positive multiple of {D} cells, got {len(cells)}")
+        for j, cell in enumerate(cells):
+            k = j // D
+            want = (4 * H, (input_size if k == 0 else D * H) + H)
             if (cell.out_features, cell.in_features) != want:
-                raise ValueError(f"layer {k}: gate matrix {cell.out_features} x {cell.in_features}, expected {want}")
+                raise ValueError(f"cell {j}: gate matrix {cell.out_features} x {cell.in_features}, expected {want}")
         lstm = cls.__new__(cls)
         nn.Module.__init__(lstm)
-        lstm.input_size, lstm.hidden_size, lstm.num_layers = int(input_size), H, len(cells)
-        lstm.batch_first, lstm.dropout = bool(batch_first), float(dropout)
+        lstm.input_size, lstm.hidden_size, lstm.num_layers = int(input_size), H, len(cells) // D
+        lstm.batch_first, lstm.dropout, lstm.bidirectional = bool(batch_first), float(dropout), bool(bidirectional)
         lstm.cells = nn.ModuleList(cells)
         return lstm
 
     def _zeros(self, batch: int, like: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(self.num_layers, batch, self.hidden_size, dtype=like.dtype, device=like.device)
+        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
     def forward(self, input: torch.Tensor, hx: State | None = None) -> tuple[torch.Tensor, State]:
         unbatched = input.dim() == 2
@@ -119,25 +155,17 @@ class DopedLSTM(nn.Module):
                 h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
         layer_input = input
         h_n, c_n = [], []
-        for k, cell in enumerate(self.cells):
-            h, c = h0[k], c0[k]
-            outputs = []
-            # W_s [x_t; h] = W_s[:, :I] x_t + W_s[:, I:] h: mask once per sequence, input columns for all steps in
-            # one matmul; the structured path mixes x and h columns, so it runs per step (it is small)
-            w_s = cell.sparse_weight()
-            n_in = layer_input.shape[-1]
-            ys_input = F.linear(layer_input, w_s[:, :n_in])
-            w_sh = w_s[:, n_in:]
-            for t, x_t in enumerate(layer_input.unbind(0)):
-                y_s = torch.addmm(ys_input[t], h, w_sh.t())
-                gates = cell.combine(cell.structured_forward(torch.cat([x_t, h], dim=-1)), y_s)
-                i, f, g, o = gates.chunk(4, dim=-1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                outputs.append(h)
-            layer_input = torch.stack(outputs) if outputs else layer_input.new_zeros(0, batch, self.hidden_size)
-            h_n.append(h)
-            c_n.append(c)
+        D = self.num_directions
+        for k in range(self.num_layers):
+            outs = []
+            for d in range(D):
+                j = k * D + d
+                seq = layer_input.flip(0) if d else layer_input
+                out, h, c = _run_direction(self.cells[j], seq, h0[j], c0[j])
+                outs.append(out.flip(0) if d else out)
+                h_n.append(h)
+                c_n.append(c)
+            layer_input = outs[0] if D == 1 else torch.cat(outs, dim=-1)
             if self.dropout and self.training and k < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         output, hn, cn = layer_input, torch.stack(h_n), torch.stack(c_n)
@@ -149,6 +177,8 @@ class DopedLSTM(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
         if self.batch_first:
             s += ", batch_first=True"
         if self.dropout:

@@ -38,17 +38,10 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().to(torch.float32).numpy().copy()
 
 
-def _csr_from_mask(values: np.ndarray, mask: np.ndarray) -> CSR:
-    """CSR of `values` at every True of `mask` (kept zeros stay entries); boolean indexing is row-major like CSR."""
-    csr = CSR.from_dense(mask)
-    csr.values = values[mask].astype(np.float32)
-    return csr
-
-
 def doped_matrix(layer: DopedLinear) -> DopedMatrix:
     """The spec matrix of one DopedLinear."""
     mask = layer.mask.detach().cpu().numpy()
-    sparse = _csr_from_mask(_np(layer.W_s), mask) if mask.any() else None
+    sparse = CSR.from_mask(_np(layer.W_s), mask) if mask.any() else None
     factors = {name: _np(p) for name, p in layer.factors().items()}
     return DopedMatrix((layer.out_features, layer.in_features), layer.structure, factors, sparse)
 
@@ -67,6 +60,8 @@ def _linear_block(name: str, layer: nn.Module, layer_cfg: dict[str, Any]) -> Lin
 
 def _lstm_block(lstm: nn.Module, name: str, layer_cfg: dict[str, Any]) -> LSTM:
     if isinstance(lstm, DopedLSTM):
+        if lstm.bidirectional:  # the spec (and the converters) hold one direction per layer
+            raise InputError("to_spec: a bidirectional DopedLSTM has no model spec (unidirectional only)")
         layers = []
         for k, cell in enumerate(lstm.cells):
             layer_cfg[f"{name}.{k}"] = {"cmr": cell.cmr}

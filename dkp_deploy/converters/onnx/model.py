@@ -131,6 +131,10 @@ def to_onnx(
     mode = mode if spec.is_recurrent else "sequence"
     helper.set_model_props(model, metadata(spec, provenance, tensors, mode=mode, sparse_impl=sparse_impl,
                                            opset=str(opset)))
+    if sparse_impl == "custom" and any(o.domain == DKP_DOMAIN for o in model.opset_import):
+        from ...ops import LIBRARY_DOC
+
+        model.doc_string = LIBRARY_DOC
     if model.ByteSize() >= 2**31 - 1:
         raise InputError("model exceeds the 2 GiB protobuf limit of a single ONNX file", path)
     with atomic_output(path) as tmp:

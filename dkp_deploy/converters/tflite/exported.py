@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tflite
@@ -83,6 +84,32 @@ def _dense(name: str, info: dict, tensors: dict[str, tuple]) -> np.ndarray:
     return dense_from_parts(name, tuple(info["shape"]), parts, sparse if isinstance(sparse, CSR) else None)
 
 
+def _check_buffers_in_file(model: Any, size: int) -> None:
+    """Every buffer and table must lie inside the file: flatbuffers reads lazily, so a cut file parses, fails late."""
+    for i in range(model.BuffersLength()):
+        b = model.Buffers(i)
+        n = b.DataLength()
+        if n:
+            start = b._tab.Vector(b._tab.Offset(4))  # where the byte vector's data begins
+            if start + n > size:
+                raise InputError(f"truncated TFLite file (buffer {i} ends at byte {start + n}, the file has {size})")
+        if b.Offset() > 1 and b.Offset() + b.Size() > size:  # out-of-band buffers (files over 2 GB)
+            raise InputError(f"truncated TFLite file (buffer {i} ends past the end of the file)")
+    # Touch every table the runtime reads: a read past the end raises (struct / numpy errors: "corrupt" below).
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        code.BuiltinCode(), code.DeprecatedBuiltinCode(), code.Version()
+    for g in range(model.SubgraphsLength()):
+        sub = model.Subgraphs(g)
+        sub.InputsAsNumpy(), sub.OutputsAsNumpy()
+        for t in range(sub.TensorsLength()):
+            tensor = sub.Tensors(t)
+            tensor.ShapeAsNumpy(), tensor.Buffer(), tensor.Type(), tensor.Name()
+        for o in range(sub.OperatorsLength()):
+            op = sub.Operators(o)
+            op.OpcodeIndex(), op.InputsAsNumpy(), op.OutputsAsNumpy(), op.BuiltinOptionsType()
+
+
 def load_exported(path: str | os.PathLike) -> ExportedModel:
     """The file's metadata, mode and dense W per matrix name (`ModelSpec.matrices()` names)."""
     p = existing_file(path)
@@ -91,6 +118,7 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
         raise InputError("not a TFLite file (no TFL3 identifier)", p)
     try:
         model = tflite.Model.GetRootAs(buf, 0)
+        _check_buffers_in_file(model, len(buf))
         meta = {}
         for i in range(model.MetadataLength()):
             entry = model.Metadata(i)

@@ -1,0 +1,98 @@
+"""The torch.onnx model -> the hub: each transient `DopedLinearRef` becomes a `DopedMatMul` with CSR W_s."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..converters.onnx.graph import Graph
+from ..errors import InputError
+from ..hub.matrix import doped_matmul_node
+from ..hub.schema import DOMAIN
+from ..spec import CSR, FACTOR_NAMES, DopedMatrix
+
+
+def _matrix(name: str, info: dict, parts: dict[str, np.ndarray]) -> tuple[DopedMatrix, np.ndarray | None]:
+    """A matrix from its parameters: a dense W, or a doped layer's factors, W_s and mask."""
+    bias = parts.get("bias")
+    if info["structure"] == "dense":
+        return DopedMatrix(tuple(parts["W"].shape), "dense", {"W": parts["W"].astype(np.float32)}), bias
+    mask = parts["mask"]
+    sparse = CSR.from_mask(parts["W_s"], mask) if mask.any() else None
+    factors = {role: parts[role].astype(np.float32) for role in FACTOR_NAMES[info["structure"]]}
+    w = DopedMatrix(tuple(info["shape"]), info["structure"], factors, sparse)
+    w.check(name)
+    return w, bias
+
+
+def _recurrence(cfg: dict, arrays: dict[str, np.ndarray]):
+    from ..hub.recurrent import Cell, Gate, Recurrence
+
+    by_matrix: dict[str, dict[str, np.ndarray]] = {}
+    for role, value in arrays.items():
+        prefix, part = role.rsplit(".", 1)
+        by_matrix.setdefault(prefix, {})[part] = value
+    cells = []
+    for i in range(cfg["num_layers"] * cfg["directions"]):
+        gates = {}
+        for which in ("ih", "hh", "cat"):
+            key = f"{i}.{which}"
+            if key in cfg["matrices"]:
+                w, b = _matrix(f"{cfg['name']}.{key}", cfg["matrices"][key], by_matrix[key])
+                gates[which] = Gate(w, b)
+        if cfg["kind"] != "gru" and "ih" in gates and gates["hh"].bias is not None:
+            # LSTM / RNN: b_hh adds to the hoisted W_ih x + b_ih (GRU keeps it: r multiplies W_hn h + b_hn)
+            ih, hh = gates["ih"], gates["hh"]
+            ih.bias = hh.bias if ih.bias is None else ih.bias + hh.bias
+            hh.bias = None
+        cells.append(Cell(**gates))
+    return Recurrence(cfg["kind"], cfg["hidden_size"], cfg["num_layers"], cfg["directions"], cells, cfg["name"])
+
+
+def to_hub(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """Rewrite `model` (from torch.onnx, with DopedLinearRef nodes) into a hub, in place; returns it."""
+    graph = model.graph
+    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    g = Graph(opset)
+    g.reserve(*arrays, *(i.name for i in graph.input), *(o.name for o in graph.output),
+              *(o for n in graph.node for o in n.output), *(n.name for n in graph.node))
+    nodes = []
+    for node in graph.node:
+        if not (node.domain == DOMAIN and node.op_type in ("DopedLinearRef", "RecurrentRef")):
+            nodes.append(node)
+            continue
+        cfg = json.loads(onnx.helper.get_attribute_value(node.attribute[0]).decode())
+        name = cfg["name"]
+        first = 1 if node.op_type == "DopedLinearRef" else 3
+        missing = [i for i in node.input[first:] if i not in arrays]
+        if missing:
+            raise InputError(f"layer {name!r}: its parameters must be constants of the model, but {missing} are "
+                             "computed in the graph")
+        parts = {role: arrays[i] for role, i in zip(cfg["roles"], node.input[first:])}
+        start = len(g.nodes)
+        if node.op_type == "DopedLinearRef":
+            w, bias = _matrix(name, cfg, parts)
+            doped_matmul_node(g, node.input[0], w, bias, name, output=node.output[0])
+        else:
+            from ..hub.recurrent import emit
+
+            y, hn, cn = emit(g, node.input[0], node.input[1], node.input[2], _recurrence(cfg, parts),
+                             cfg["input_size"])
+            for old, new in zip((y, hn, cn if cn is not None else g.node("Identity", [hn], f"{name}/c_n")),
+                                node.output):
+                g.rename_output(old, new)
+        nodes.extend(g.nodes[start:])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(g.initializers.values())
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return model
+
+
+__all__ = ["to_hub"]

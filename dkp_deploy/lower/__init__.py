@@ -1,0 +1,133 @@
+"""Lower a hub (standard ops + `ai.dkp::DopedMatMul`) to a target ONNX model.
+
+One pass over the graph: each DopedMatMul is replaced by the nodes of the `sparse_impl` rule (``custom``: kron
+as two reshaped MatMuls + ``ai.dkp::SparseMatVec``; ``portable``: standard ops only; ``dense``: the folded W,
+the baseline), emitted by `dkp_deploy.converters.onnx.matrix.lower`, which holds the per-impl rules. Everything
+else is kept as it is. The pass also records, per matrix, which tensors of the file hold which part (the
+``dkp.layers`` metadata `dkp-validate` rebuilds each W from).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..converters.onnx import matrix as rules
+from ..converters.onnx.graph import Graph, all_graphs
+from ..hub.matrix import DOPED_MATMUL, matrix_name, read_doped_matmul
+from ..hub.schema import DOMAIN
+from ..spec import DopedMatrix
+
+SPARSE_IMPLS = rules.SPARSE_IMPLS
+
+
+def _ranks(graph: onnx.GraphProto) -> dict[str, int]:
+    """Known ranks of the graph's values (inputs, outputs, value_info, initializers)."""
+    out: dict[str, int] = {}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            out[vi.name] = len(t.shape.dim)
+    for t in graph.initializer:
+        out[t.name] = len(t.dims)
+    return out
+
+
+def _layer_summary(w: DopedMatrix, roles: dict[str, str]) -> dict:
+    m, n = w.shape
+    return {"shape": [m, n], "structure": w.structure,
+            "factor_shapes": {k: list(v.shape) for k, v in w.factors.items()}, "nnz": w.nnz,
+            "compression_factor": w.compression_factor(), "tensors": roles}
+
+
+def lower_graph(graph: onnx.GraphProto, impl: str, opset: int, layers: dict[str, dict]) -> None:
+    """Rewrite the DopedMatMul nodes of `graph` in place (subgraphs too); fill `layers` per matrix."""
+    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    ranks = _ranks(graph)
+    g = Graph(opset)
+    g.reserve(*arrays, *(i.name for i in graph.input), *(o.name for o in graph.output),
+              *(o for n in graph.node for o in n.output), *(n.name for n in graph.node))
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                lower_graph(a.g, impl, opset, layers)
+        if not (node.domain == DOMAIN and node.op_type == DOPED_MATMUL):
+            nodes.append(node)
+            continue
+        w, bias = read_doped_matmul(node, arrays)
+        name = matrix_name(node)
+        start = len(g.nodes)
+        x, (m, n) = node.input[0], w.shape
+        flat = ranks.get(x) != 2
+        if flat:  # the rules take [batch, N]: fold the leading axes into one and restore them after
+            lead = g.node("Shape", [x], f"{name}/lead_shape", start=0, end=-1)
+            x = g.node("Reshape", [x, g.i64([-1, n])], f"{name}/flatten")
+        roles: dict[str, str] = {}
+        y = rules.lower(g, x, w, bias, name, impl, roles)
+        if flat:
+            shape = g.node("Concat", [lead, g.i64([m])], f"{name}/out_shape", axis=0)
+            y = g.node("Reshape", [y, shape], f"{name}/unflatten")
+        if y == x or y in arrays:  # the rule returned an existing tensor: give the node's output a name
+            y = g.node("Identity", [y], f"{name}/identity")
+        g.rename_output(y, node.output[0])
+        nodes.extend(g.nodes[start:])
+        layers[name] = _layer_summary(w, roles)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(g.initializers.values())
+    _drop_unused_initializers(graph)
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                used |= _used_names(a.g)  # outer-scope references from subgraphs
+    return used
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = _used_names(graph)
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    inputs = {i.name for i in graph.input}
+    keep_vi = [v for v in graph.value_info if v.name in used or v.name in inputs]
+    del graph.value_info[:]
+    graph.value_info.extend(keep_vi)
+
+
+def lower(hub: onnx.ModelProto, impl: str = "custom") -> onnx.ModelProto:
+    """A lowered copy of `hub` for `impl` (custom, portable or dense), with the dkp.layers metadata."""
+    if impl not in SPARSE_IMPLS:
+        raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {impl!r}")
+    model = onnx.ModelProto()
+    model.CopyFrom(hub)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    layers: dict[str, dict] = {}
+    lower_graph(model.graph, impl, opset, layers)
+    uses_dkp = any(n.domain == DOMAIN for g in all_graphs(model.graph) for n in g.node)
+    imports = [o for o in model.opset_import if o.domain != DOMAIN]
+    if uses_dkp:
+        imports.append(helper.make_opsetid(DOMAIN, 1))
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta.pop("dkp.hub", None)  # a lowered file is not a hub: it cannot be lowered again
+    meta.update({"dkp.sparse_impl": impl, "dkp.layers": json.dumps(layers, sort_keys=True)})
+    total = sum(info["shape"][0] * info["shape"][1] for info in layers.values())
+    stored = sum(sum(int(np.prod(s)) for s in info["factor_shapes"].values()) + info["nnz"]
+                 for info in layers.values())
+    if stored:
+        meta["dkp.compression_factor"] = f"{total / stored:.6g}"
+    helper.set_model_props(model, meta)
+    return model
+
+
+__all__ = ["lower", "lower_graph", "SPARSE_IMPLS"]
