@@ -260,7 +260,8 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
 def validate_main(argv: Sequence[str] | None = None) -> int:
     p = _parser("dkp-validate", "Check that an exported .onnx / .tflite computes what its checkpoint computes.",
                 "print the report as JSON (for CI); errors too, as {\"error\", \"exit_code\"}")
-    p.add_argument("model", help="checkpoint written by dkp_deploy.save (.pt)")
+    p.add_argument("model", help="checkpoint written by dkp_deploy.save (.pt), or the hub (.onnx) a file was "
+                                 "lowered from (checked in float64 with onnx.reference, no torch needed)")
     p.add_argument("exported", help="the converted file (.onnx or .tflite)")
     p.add_argument("--inputs", help=".npz of input arrays named as the graph's inputs, checked too")
     p.add_argument("--rtol-layer", type=_tolerance, default=1e-5,
@@ -276,9 +277,20 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
         from .validate import validate
 
         t0 = time.perf_counter()
-        with max_memory(args.max_memory):
-            report = validate(args.model, args.exported, inputs=args.inputs, rtol_layer=args.rtol_layer,
-                              atol_e2e=args.atol, seed=args.seed)
+        if Path(args.model).suffix.lower() == ".onnx":
+            from .export import load_hub
+            from .validate import validate_export
+
+            if args.inputs:
+                raise InputError("--inputs applies to a checkpoint source, not a hub", args.model)
+            hub = load_hub(args.model)
+            report = validate_export(args.exported, hub=hub, rtol_layer=args.rtol_layer, atol_e2e=args.atol,
+                                     seed=args.seed)
+            report.source = str(args.model)
+        else:
+            with max_memory(args.max_memory):
+                report = validate(args.model, args.exported, inputs=args.inputs, rtol_layer=args.rtol_layer,
+                                  atol_e2e=args.atol, seed=args.seed)
         if args.json:
             print(report.to_json(indent=2))
         elif not args.quiet:

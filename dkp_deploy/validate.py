@@ -264,12 +264,139 @@ def validate(
     return report
 
 
-def assert_parity(source: Any, exported_path: str | os.PathLike, **tolerances: Any) -> Report:
-    """pytest helper: `validate`, raising AssertionError with the table unless every check passes."""
-    report = validate(source, exported_path, **tolerances)
+def _random_feeds(graph, sizes: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random inputs for a lowered file's graph: symbolic dims from `sizes`, token ids below their table's rows."""
+    from onnx import helper
+
+    inits = {t.name: t for t in graph.initializer}
+    bound = {n.input[1]: int(inits[n.input[0]].dims[0]) for n in graph.node
+             if n.op_type == "Gather" and n.input[0] in inits and len(n.input) > 1}
+    feeds = {}
+    for vi in graph.input:
+        if vi.name in inits:
+            continue
+        t = vi.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else sizes.setdefault(d.dim_param, 2 + len(sizes))
+                 for d in t.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(t.elem_type)
+        if dtype.kind in "iu":
+            feeds[vi.name] = rng.integers(0, bound.get(vi.name, 2), shape).astype(dtype)
+        else:
+            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def validate_export(
+    exported_path: str | os.PathLike,
+    *,
+    hub: Any = None,
+    model: Any = None,
+    args: tuple | None = None,
+    atol_e2e: float = 1e-4,
+    rtol_layer: float = 1e-5,
+    seed: int = 0,
+) -> Report:
+    """A file from `dkp_deploy.export` against its hub (a path or ModelProto, run in float64 by onnx.reference,
+    torch-free) and / or the torch `model` (run in float64 on a copy; `args` as given to export, for the input
+    structure), on random inputs at two different sets of dynamic sizes; plus every doped matrix of the hub
+    rebuilt from the file's own tensors."""
+    import onnx
+
+    from . import runtime
+    from .converters.onnx import load_exported
+    from .hub import reference
+    from .hub.matrix import DOPED_MATMUL, matrix_name, read_doped_matmul
+
+    path = existing_file(exported_path)
+    if hub is None and model is None:
+        raise ValueError("validate_export needs a hub and / or a torch model to compare with")
+    hub_model = hub if hub is None or isinstance(hub, onnx.ModelProto) else onnx.load(str(existing_file(hub)))
+    lowered = onnx.load(str(path))
+    source = "hub" if hub is not None else type(model).__name__
+    report = Report(source=str(hub) if isinstance(hub, (str, os.PathLike)) else source, exported=str(path),
+                    format="onnx", mode=lowered_mode(lowered))
+    if hub_model is not None:
+        exported = load_exported(path)
+        from onnx import numpy_helper
+
+        from .converters.onnx.graph import all_graphs
+
+        for g in all_graphs(hub_model.graph):
+            arrays = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+            for node in g.node:
+                if node.op_type == DOPED_MATMUL:
+                    name = matrix_name(node)
+                    want = read_doped_matmul(node, arrays)[0].dense(np.float64)
+                    got = exported.matrices.get(name)
+                    if got is None:
+                        report.rows.append(Row("layer", name, np.inf, np.inf, np.inf, rtol_layer, False, "not in file"))
+                        continue
+                    max_abs, max_rel, _ = _errors(got, want)
+                    report.rows.append(Row("layer", name, max_abs, max_rel, max_rel, rtol_layer, max_rel <= rtol_layer))
+    sess = runtime.session(path)
+    rng = np.random.default_rng(seed)
+    dims = _dim_params(lowered.graph)
+    # two sets of dynamic sizes: 2, 3, 4, ... and 1, 2, 3, ... (a batch of 1 and a different T)
+    for label, sizes in (("sizes A", {p: 2 + i for i, p in enumerate(dims)}),
+                         ("sizes B", {p: 1 + i * 3 for i, p in enumerate(dims)})):
+        feeds = _random_feeds(lowered.graph, sizes, rng)
+        out = runtime.run(sess, feeds)
+        refs: list[tuple[str, list[np.ndarray]]] = []
+        if hub_model is not None:
+            refs.append(("hub", list(reference.run(hub_model, feeds).values())))
+        if model is not None:
+            refs.append(("torch", _torch_outputs(model, args, [feeds[i.name] for i in sess.get_inputs()])))
+        for ref_name, values in refs:
+            for o, ref in zip(sess.get_outputs(), values):
+                max_abs, max_rel, err = _errors(out[o.name], np.asarray(ref, np.float64))
+                report.rows.append(Row("e2e", f"{label} vs {ref_name}: {o.name}", max_abs, max_rel, err, atol_e2e,
+                                       err <= atol_e2e))
+    return report
+
+
+def _dim_params(graph) -> list[str]:
+    return sorted({d.dim_param for vi in graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param})
+
+
+def lowered_mode(model) -> str:
+    return {p.key: p.value for p in model.metadata_props}.get("dkp.mode", "sequence")
+
+
+def _torch_outputs(model: Any, args: tuple | None, flat_inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The torch model's outputs, flattened, in float64 on a copy; inputs unflattened like `args`."""
+    import copy
+
+    import torch
+    from torch.utils import _pytree
+
+    if args is None:
+        raise ValueError("validate_export with a torch model needs the args given to export (their structure)")
+    _, spec = _pytree.tree_flatten(args if isinstance(args, tuple) else (args,))
+    tensors = [torch.from_numpy(np.asarray(x, np.float64) if x.dtype.kind == "f" else x) for x in flat_inputs]
+    m = copy.deepcopy(model).double().eval()
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad():
+            out = m(*_pytree.tree_unflatten(tensors, spec))
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+    return [t.numpy() for t in _pytree.tree_leaves(out)]
+
+
+def assert_parity(source: Any, exported_path: str | os.PathLike, *, args: tuple | None = None,
+                  **tolerances: Any) -> Report:
+    """pytest helper: `validate` (a native source) or, with `args` (a torch model and what export was given) or a
+    hub source, `validate_export`; raises AssertionError with the table unless every check passes."""
+    if args is not None:
+        report = validate_export(exported_path, model=source, args=args, **tolerances)
+    elif isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".onnx"):
+        report = validate_export(exported_path, hub=source, **tolerances)
+    else:
+        report = validate(source, exported_path, **tolerances)
     if not report.passed:
         raise AssertionError("numerical parity failed\n" + report.table())
     return report
 
 
-__all__ = ["validate", "assert_parity", "Report", "Row"]
+__all__ = ["validate", "validate_export", "assert_parity", "Report", "Row"]

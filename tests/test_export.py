@@ -303,3 +303,56 @@ def test_custom_op_files_name_their_library(tmp_path, doped_mlp):
     portable = onnx.load(str(export(doped_mlp, (torch.randn(1, 48),), tmp_path / "p.onnx", sparse_impl="portable")))
     assert "dkp_deploy.ops.library_path()" in custom.doc_string
     assert not any(o.domain == "ai.dkp" for o in portable.opset_import) and not portable.doc_string
+
+
+def test_assert_parity_against_torch_and_hub(tmp_path):
+    """The validator's general path: the lowered file vs the torch model and vs the hub, both in float64."""
+    from dkp_deploy.validate import assert_parity, validate_export
+
+    torch.manual_seed(0)
+    model = dkp_deploy.compress(WordLM("LSTM"), cf=2).eval()
+    args = (torch.randint(0, 60, (5, 3)), (torch.zeros(2, 3, 24), torch.zeros(2, 3, 24)))
+    T, B = torch.export.Dim("time"), torch.export.Dim("batch")
+    dims = ({0: T, 1: B}, ({1: B}, {1: B}))
+    hub = export(model, args, tmp_path / "lm.hub.onnx", dynamic_shapes=dims, sparse_impl="hub")
+    lowered = export(model, args, tmp_path / "lm.onnx", dynamic_shapes=dims)
+    report = assert_parity(model, lowered, args=args)
+    assert sum(r.kind == "e2e" for r in report.rows) == 6  # 3 outputs x 2 sets of sizes
+    report = assert_parity(hub, lowered)
+    assert sum(r.kind == "layer" for r in report.rows) == 3 and report.passed  # 2 LSTM layers + the decoder
+    # a file whose weights differ fails, against either reference
+    bad = onnx.load(str(lowered))
+    t = next(t for t in bad.graph.initializer if "decoder" in t.name and "bias" in t.name)
+    t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t) + 0.5, t.name))
+    onnx.save(bad, str(tmp_path / "bad.onnx"))
+    assert not validate_export(tmp_path / "bad.onnx", hub=hub).passed
+    assert not validate_export(tmp_path / "bad.onnx", model=model, args=args).passed
+
+
+def test_dkp_validate_checks_a_file_against_its_hub(tmp_path, doped_mlp, capsys):
+    import json
+
+    from dkp_deploy.cli import validate_main
+
+    dims = ({0: torch.export.Dim("batch")},)
+    hub = export(doped_mlp, (torch.randn(2, 48),), tmp_path / "m.hub.onnx", dynamic_shapes=dims, sparse_impl="hub")
+    lowered = export(doped_mlp, (torch.randn(2, 48),), tmp_path / "m.onnx", dynamic_shapes=dims,
+                     sparse_impl="portable")
+    capsys.readouterr()
+    assert validate_main([str(hub), str(lowered), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and {r["kind"] for r in report["rows"]} == {"layer", "e2e"}
+
+
+@pytest.mark.parametrize("rnn", ["LSTM", "GRU"])
+def test_step_mode_is_one_step_without_scan(tmp_path, rnn):
+    torch.manual_seed(0)
+    model = dkp_deploy.compress(WordLM(rnn), cf=2).eval()
+    lstm = rnn == "LSTM"
+    B = torch.export.Dim("batch")
+    hidden = (torch.zeros(2, 3, 24), torch.zeros(2, 3, 24)) if lstm else torch.zeros(2, 3, 24)
+    dims = ({1: B}, ({1: B}, {1: B}) if lstm else {1: B})
+    path = export(model, (torch.randint(0, 60, (1, 3)), hidden), tmp_path / "step.onnx", dynamic_shapes=dims,
+                  mode="step")
+    assert "Scan" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    _run_lm(path, model, lstm, [(1, 3), (1, 1), (1, 5)])

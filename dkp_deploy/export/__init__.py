@@ -74,9 +74,10 @@ def program(model: Any, args: tuple, *, kwargs: dict | None = None, dynamic_shap
 
 def hub_from_program(
     exported: Any, *, input_names: list[str] | None = None, output_names: list[str] | None = None,
-    opset: int = DEFAULT_OPSET,
+    opset: int = DEFAULT_OPSET, mode: str = "sequence",
 ) -> onnx.ModelProto:
-    """The hub (an in-memory ONNX model) of a program from `program` (or `torch.export.load`)."""
+    """The hub (an in-memory ONNX model) of a program from `program` (or `torch.export.load`); `mode="step"`
+    writes each recurrence as one time step (the program's T must be 1), without Scan."""
     import torch
 
     from . import hub, ops
@@ -95,9 +96,9 @@ def hub_from_program(
             proto = onnx_program.model_proto
     except Exception as e:
         raise InputError(f"torch.onnx cannot translate the model: {_first_line(e)}") from None
-    hub.to_hub(proto, opset)
+    hub.to_hub(proto, opset, mode)
     helper.set_model_props(proto, {"dkp.format_version": str(FORMAT_VERSION), "dkp.tool_version": __version__,
-                                   "dkp.front_end": "dkp_deploy.export", "dkp.hub": "1"})
+                                   "dkp.front_end": "dkp_deploy.export", "dkp.hub": "1", "dkp.mode": mode})
     proto.producer_name, proto.producer_version = "dkp-deploy", __version__
     return proto
 
@@ -177,21 +178,22 @@ def export(
     `dynamic_shapes` as `torch.export.export` takes them. `sparse_impl`: "custom" (ai.dkp::SparseMatVec, needs
     the op library), "portable" (standard ops), "dense" (folded W, the baseline) or "hub" (the un-lowered hub,
     which `dkp-convert` lowers later without torch). Every DopedLinear becomes one doped node; the other layers
-    stay standard ops; recurrent modules become Scan bodies (right at any T). `mode`: only "sequence" so far.
+    stay standard ops; recurrent modules become Scan bodies (right at any T). `mode="step"`: each recurrence as
+    one time step without Scan (export with T = 1: x_t and states in, outputs and states out).
     Writes atomically; returns the path.
     """
     if Path(path).suffix.lower() not in TARGETS:
         raise InputError(f"unknown target {Path(path).suffix or '(no extension)'!r}: export writes .onnx", path)
-    if mode != "sequence":
-        raise ValueError(f"mode {mode!r}: export writes sequence graphs only so far (dkp-convert --mode step does "
-                         "native checkpoints)")
+    if mode not in ("sequence", "step"):
+        raise ValueError(f"mode must be 'sequence' or 'step', got {mode!r}")
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset not in OPSETS:
         raise ValueError(f"opset must be in {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
     if sparse_impl not in IMPLS:
         raise ValueError(f"sparse_impl must be one of {IMPLS}, got {sparse_impl!r}")
     exported = program(model, args, kwargs=kwargs, dynamic_shapes=dynamic_shapes)
-    hub_model = hub_from_program(exported, input_names=input_names, output_names=output_names, opset=opset)
+    hub_model = hub_from_program(exported, input_names=input_names, output_names=output_names, opset=opset,
+                                 mode=mode)
     return write(hub_model, path, sparse_impl)
 
 

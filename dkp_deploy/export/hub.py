@@ -52,7 +52,7 @@ def _recurrence(cfg: dict, arrays: dict[str, np.ndarray]):
     return Recurrence(cfg["kind"], cfg["hidden_size"], cfg["num_layers"], cfg["directions"], cells, cfg["name"])
 
 
-def to_hub(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+def to_hub(model: onnx.ModelProto, opset: int, mode: str = "sequence") -> onnx.ModelProto:
     """Rewrite `model` (from torch.onnx, with DopedLinearRef nodes) into a hub, in place; returns it."""
     graph = model.graph
     arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -80,7 +80,7 @@ def to_hub(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
             from ..hub.recurrent import emit
 
             y, hn, cn = emit(g, node.input[0], node.input[1], node.input[2], _recurrence(cfg, parts),
-                             cfg["input_size"])
+                             cfg["input_size"], step=mode == "step")
             for old, new in zip((y, hn, cn if cn is not None else g.node("Identity", [hn], f"{name}/c_n")),
                                 node.output):
                 g.rename_output(old, new)

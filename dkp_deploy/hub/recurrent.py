@@ -105,8 +105,25 @@ def _body(rec: Recurrence, cell: Cell, scope: str, opset: int, n_in: int):
     return graph
 
 
-def emit(g: Graph, x: str, h0: str, c0: str | None, rec: Recurrence, input_size: int) -> tuple[str, str, str | None]:
-    """Emit the recurrence on x [T, B, I] into `g`; return (y, h_n, c_n) (c_n None unless LSTM)."""
+def _inline(g: Graph, body, inputs: list[str]) -> list[str]:
+    """The body's nodes and initializers copied into `g` on `inputs` (one step, no Scan); its output names."""
+    rename = {vi.name: name for vi, name in zip(body.input, inputs)}
+    for t in body.initializer:
+        g.initializers[t.name] = t
+    for node in body.node:
+        copy = helper.make_node(node.op_type, [rename.get(i, i) for i in node.input], list(node.output),
+                                name=node.name, domain=node.domain or None)
+        copy.attribute.extend(node.attribute)
+        g.nodes.append(copy)
+    return [o.name for o in body.output]
+
+
+def emit(
+    g: Graph, x: str, h0: str, c0: str | None, rec: Recurrence, input_size: int, step: bool = False
+) -> tuple[str, str, str | None]:
+    """Emit the recurrence on x [T, B, I] into `g`; return (y, h_n, c_n) (c_n None unless LSTM).
+
+    `step`: the graph of one time step (T = 1): the bodies inlined, no Scan."""
     if rec.kind not in KINDS:
         raise ValueError(f"unknown recurrence kind {rec.kind!r}")
     D, H = rec.directions, rec.hidden_size
@@ -125,8 +142,13 @@ def emit(g: Graph, x: str, h0: str, c0: str | None, rec: Recurrence, input_size:
             if lstm:
                 states.append(g.node("Gather", [c0, pick], f"{scope}/c0", axis=0))
             body = _body(rec, cell, g.prefix + scope, g.opset, n_in)
-            outs = g.node("Scan", [*states, seq], f"{scope}/scan", outputs=len(states) + 1, body=body,
-                          num_scan_inputs=1, scan_input_directions=[d], scan_output_directions=[d])
+            if step:
+                x_t = g.node("Squeeze", [seq, g.i64([0])], f"{scope}/x_t")
+                outs = _inline(g, body, [*states, x_t])
+                outs[-1] = g.node("Unsqueeze", [outs[-1], g.i64([0])], f"{scope}/y")
+            else:
+                outs = g.node("Scan", [*states, seq], f"{scope}/scan", outputs=len(states) + 1, body=body,
+                              num_scan_inputs=1, scan_input_directions=[d], scan_output_directions=[d])
             h_n.append(outs[0])
             if lstm:
                 c_n.append(outs[1])
