@@ -356,3 +356,14 @@ def test_step_mode_is_one_step_without_scan(tmp_path, rnn):
                   mode="step")
     assert "Scan" not in {n.op_type for n in onnx.load(str(path)).graph.node}
     _run_lm(path, model, lstm, [(1, 3), (1, 1), (1, 5)])
+
+
+def test_exported_files_pass_the_onnx_checker(tmp_path):
+    torch.manual_seed(0)
+    model = dkp_deploy.compress(WordLM("LSTM"), cf=2).eval()
+    args = (torch.randint(0, 60, (5, 3)), (torch.zeros(2, 3, 24), torch.zeros(2, 3, 24)))
+    T, B = torch.export.Dim("time"), torch.export.Dim("batch")
+    for impl in ("portable", "custom", "hub"):
+        path = export(model, args, tmp_path / f"{impl}.onnx", dynamic_shapes=({0: T, 1: B}, ({1: B}, {1: B})),
+                      sparse_impl=impl)
+        onnx.checker.check_model(onnx.load(str(path)))

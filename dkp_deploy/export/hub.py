@@ -59,6 +59,9 @@ def to_hub(model: onnx.ModelProto, opset: int, mode: str = "sequence") -> onnx.M
     g = Graph(opset)
     g.reserve(*arrays, *(i.name for i in graph.input), *(o.name for o in graph.output),
               *(o for n in graph.node for o in n.output), *(n.name for n in graph.node))
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in [*graph.input, *graph.value_info]
+             if vi.type.tensor_type.HasField("shape")}
+    out_ranks: dict[str, int] = {}
     nodes = []
     for node in graph.node:
         if not (node.domain == DOMAIN and node.op_type in ("DopedLinearRef", "RecurrentRef")):
@@ -73,6 +76,10 @@ def to_hub(model: onnx.ModelProto, opset: int, mode: str = "sequence") -> onnx.M
                              "computed in the graph")
         parts = {role: arrays[i] for role, i in zip(cfg["roles"], node.input[first:])}
         start = len(g.nodes)
+        if node.op_type == "RecurrentRef":
+            out_ranks.update(dict.fromkeys(node.output, 3))
+        elif node.input[0] in ranks or node.input[0] in out_ranks:
+            out_ranks[node.output[0]] = ranks.get(node.input[0], out_ranks.get(node.input[0]))
         if node.op_type == "DopedLinearRef":
             w, bias = _matrix(name, cfg, parts)
             doped_matmul_node(g, node.input[0], w, bias, name, output=node.output[0])
@@ -88,6 +95,14 @@ def to_hub(model: onnx.ModelProto, opset: int, mode: str = "sequence") -> onnx.M
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(g.initializers.values())
+    for vi in graph.output:  # the outputs of our ops reach torch.onnx untyped: float tensors of known rank
+        if not vi.HasField("type") and vi.name in out_ranks:
+            vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+            for _ in range(out_ranks[vi.name]):
+                vi.type.tensor_type.shape.dim.add()
+    typed = [vi for vi in graph.value_info if vi.HasField("type")]  # torch.onnx leaves some untyped
+    del graph.value_info[:]
+    graph.value_info.extend(typed)
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]

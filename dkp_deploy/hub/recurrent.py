@@ -27,6 +27,7 @@ class Gate:
 
     w: DopedMatrix
     bias: np.ndarray | None
+    name: str | None = None  # the matrix's name in reports and validation (default: from its place)
 
 
 @dataclass
@@ -73,7 +74,8 @@ def _body(rec: Recurrence, cell: Cell, scope: str, opset: int, n_in: int):
     if lstm:
         if cell.cat is not None:
             xh = b.node("Concat", [x_t, h], "concat_xh", axis=1)
-            gates = _apply(b, xh, cell.cat, f"{scope}/cat")
+            b.value_info.append(_vi(xh, n_in + H))
+            gates = _apply(b, xh, cell.cat, cell.cat.name or f"{scope}/cat")
         else:
             gates = b.node("Add", [x_t, _apply(b, h, cell.hh, f"{scope}/hh")], "gates")
         i, f, gg, o = b.split(gates, [H] * 4, 1, "split_gates")
@@ -108,6 +110,7 @@ def _body(rec: Recurrence, cell: Cell, scope: str, opset: int, n_in: int):
 def _inline(g: Graph, body, inputs: list[str]) -> list[str]:
     """The body's nodes and initializers copied into `g` on `inputs` (one step, no Scan); its output names."""
     rename = {vi.name: name for vi, name in zip(body.input, inputs)}
+    g.value_info.extend(body.value_info)
     for t in body.initializer:
         g.initializers[t.name] = t
     for node in body.node:

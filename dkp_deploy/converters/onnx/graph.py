@@ -24,6 +24,7 @@ class Graph:
         self.opset = opset
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
+        self.value_info: list[onnx.ValueInfoProto] = []  # shapes of inner values (ranks the lowering reads)
         self.initializers: dict[str, onnx.TensorProto] = {}
         self._by_content: dict[tuple, str] = {}
         self._names: set[str] = set()
@@ -104,7 +105,8 @@ class Graph:
         return self.node("Split", [x, self.i64(sizes, "const/split")], name, outputs=len(sizes), axis=axis)
 
     def make(self, name: str, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]) -> onnx.GraphProto:
-        return helper.make_graph(self.nodes, name, inputs, outputs, initializer=list(self.initializers.values()))
+        return helper.make_graph(self.nodes, name, inputs, outputs, initializer=list(self.initializers.values()),
+                                 value_info=self.value_info)
 
 
 def value_info(name: str, dtype: Any, shape: tuple) -> onnx.ValueInfoProto:
