@@ -98,6 +98,14 @@ def _errors(out: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
     return max_abs, (max_abs / scale if scale else max_abs), max_abs / max(1.0, scale)
 
 
+def _layer_row(name: str, got: np.ndarray | None, want: np.ndarray, tol: float) -> Row:
+    """W rebuilt from the file (`got`, None when absent) against the source's W: normwise relative error."""
+    if got is None:
+        return Row("layer", name, np.inf, np.inf, np.inf, tol, False, "not in file")
+    max_abs, max_rel, _ = _errors(got, want)
+    return Row("layer", name, max_abs, max_rel, max_rel, tol, max_rel <= tol)
+
+
 def _backend(path: Path):
     """(format, load_exported, runner factory) for the file's extension."""
     ext = path.suffix.lower()
@@ -219,13 +227,7 @@ def validate(
         report.notes.append("the file records a different source checkpoint (sha256); the weights decide")
 
     for name, w in spec.matrices().items():
-        want = w.dense(np.float64)
-        got = exported.matrices.get(name)
-        if got is None:
-            report.rows.append(Row("layer", name, np.inf, np.inf, np.inf, rtol_layer, False, "not in file"))
-            continue
-        max_abs, max_rel, _ = _errors(got, want)
-        report.rows.append(Row("layer", name, max_abs, max_rel, max_rel, rtol_layer, max_rel <= rtol_layer))
+        report.rows.append(_layer_row(name, exported.matrices.get(name), w.dense(np.float64), rtol_layer))
     extra = sorted(set(exported.matrices) - set(spec.matrices()))
     for name in extra:
         report.rows.append(Row("layer", name, np.inf, np.inf, np.inf, rtol_layer, False, "not in source"))
@@ -327,12 +329,7 @@ def validate_export(
                 if node.op_type == DOPED_MATMUL:
                     name = matrix_name(node)
                     want = read_doped_matmul(node, arrays)[0].dense(np.float64)
-                    got = exported.matrices.get(name)
-                    if got is None:
-                        report.rows.append(Row("layer", name, np.inf, np.inf, np.inf, rtol_layer, False, "not in file"))
-                        continue
-                    max_abs, max_rel, _ = _errors(got, want)
-                    report.rows.append(Row("layer", name, max_abs, max_rel, max_rel, rtol_layer, max_rel <= rtol_layer))
+                    report.rows.append(_layer_row(name, exported.matrices.get(name), want, rtol_layer))
     sess = runtime.session(path)
     rng = np.random.default_rng(seed)
     dims = _dim_params(lowered.graph)
