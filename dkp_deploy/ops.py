@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from dkp_deploy.errors import DkpError
+from dkp_deploy.hub.schema import register_schemas
+
+register_schemas()  # onnx's checker and tools then know the ai.dkp ops (DopedMatMul, SparseMatVec)
 
 DOMAIN = "ai.dkp"
 OP_TYPE = "SparseMatVec"

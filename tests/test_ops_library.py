@@ -57,3 +57,13 @@ def test_ops_module_does_not_import_torch() -> None:
     code = "import sys, dkp_deploy.ops as o; o.session_options(); assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_importing_ops_registers_the_ai_dkp_schemas() -> None:
+    import subprocess
+    import sys
+
+    code = ("import onnx; assert not onnx.defs.has('SparseMatVec', 'ai.dkp'); import dkp_deploy.ops; "
+            "assert onnx.defs.has('SparseMatVec', 'ai.dkp') and onnx.defs.has('DopedMatMul', 'ai.dkp')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
