@@ -19,9 +19,10 @@ _SPARSE_SLOTS = ("row_ptr", "col_idx", "values")
 def doped_matmul_node(
     g, x: str, w: DopedMatrix, bias: np.ndarray | None, name: str, output: str | None = None
 ) -> str:
-    """Emit one DopedMatMul into the `Graph` builder `g` (its tensors become initializers); return Y's name."""
-    if w.structure == "dense":
-        raise ValueError("a dense matrix is a standard MatMul, not a DopedMatMul")
+    """Emit one DopedMatMul into the `Graph` builder `g` (its tensors become initializers); return Y's name.
+
+    A "dense" W (F0 = W) is a DopedMatMul only where the matrix must stay tracked by name (a native model's
+    undoped layers, which validation rebuilds); the general export writes dense layers as standard ops."""
     factors = [g.init(f"{name}/{role}", np.asarray(w.factors[role], np.float32))
                for role in FACTOR_NAMES[w.structure]]
     factors += [""] * (3 - len(factors))
@@ -49,7 +50,7 @@ def read_doped_matmul(node: onnx.NodeProto, arrays: Mapping[str, np.ndarray]) ->
         m, n = (int(v) for v in attrs["shape"])
     except (KeyError, ValueError, AttributeError):
         raise InputError(f"node {label!r}: DopedMatMul needs attributes structure and shape [M, N]") from None
-    if structure not in FACTOR_NAMES or structure == "dense":
+    if structure not in FACTOR_NAMES:
         raise InputError(f"node {label!r}: unknown DopedMatMul structure {structure!r}")
     slots = list(node.input) + [""] * (8 - len(node.input))
 

@@ -27,7 +27,7 @@ class Gate:
 
     w: DopedMatrix
     bias: np.ndarray | None
-    name: str | None = None  # the matrix's name in reports and validation (default: from its place)
+    name: str | None = None  # the matrix's name in reports and validation; a named dense W stays tracked too
 
 
 @dataclass
@@ -50,8 +50,8 @@ class Recurrence:
 
 
 def _apply(g: Graph, x: str, gate: Gate, name: str) -> str:
-    if gate.w.structure != "dense":
-        return doped_matmul_node(g, x, gate.w, gate.bias, name)
+    if gate.w.structure != "dense" or gate.name is not None:
+        return doped_matmul_node(g, x, gate.w, gate.bias, gate.name or name)
     wt = g.init(f"{name}/W_T", np.ascontiguousarray(gate.w.factors["W"].astype(np.float32).T))
     y = g.node("MatMul", [x, wt], f"{name}/matmul")
     if gate.bias is not None:

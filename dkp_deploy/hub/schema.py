@@ -1,7 +1,7 @@
 """ONNX schemas of the `ai.dkp` domain, registered with onnx so that checkers, onnxscript and tools accept them.
 
 - ``DopedMatMul`` (hub node): Y = X @ W^T (+ bias) over X's last axis, W (M x N) = structured part + CSR W_s.
-  Inputs by slot: X, F0, F1, F2 (the structure's factors: kron B, C; lmf U, V; hmd W_top, U, V), row_ptr,
+  Inputs by slot: X, F0, F1, F2 (the structure's factors: kron B, C; lmf U, V; hmd W_top, U, V; dense W), row_ptr,
   col_idx, values, bias; an absent optional input is the empty name. Attributes: ``structure``, ``shape``
   ([M, N]) and ``matrix`` (the matrix's name, for reports and validation).
 - ``SparseMatVec`` (lowered node, the C++ op in ops/): Y = X @ W_s^T (+ Y0).
@@ -37,7 +37,7 @@ def _schemas() -> list[defs.OpSchema]:
                 _param("bias", "T", True)],
         outputs=[_param("Y", "T")],
         type_constraints=[("T", _FLOATS, "float tensors"), ("I", _INDICES, "CSR index tensors")],
-        attributes=[attr("structure", kinds.STRING, "kron, lmf, hmd or none"),
+        attributes=[attr("structure", kinds.STRING, "kron, lmf, hmd, none or dense (F0 = W)"),
                     attr("shape", kinds.INTS, "[M, N] of W"),
                     attr("matrix", kinds.STRING, "the matrix's name", required=False)],
     )

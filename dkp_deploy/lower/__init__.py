@@ -43,18 +43,36 @@ def _layer_summary(w: DopedMatrix, roles: dict[str, str]) -> dict:
             "compression_factor": w.compression_factor(), "tensors": roles}
 
 
-def lower_graph(graph: onnx.GraphProto, impl: str, opset: int, layers: dict[str, dict]) -> None:
-    """Rewrite the DopedMatMul nodes of `graph` in place (subgraphs too); fill `layers` per matrix."""
+def _all_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value and node name of `graph` and its subgraphs (a subgraph must not shadow an outer name)."""
+    names: set[str] = set()
+    for sub in all_graphs(graph):
+        names.update(t.name for t in sub.initializer)
+        names.update(v.name for v in [*sub.input, *sub.output, *sub.value_info])
+        for n in sub.node:
+            names.update(n.output)
+            names.add(n.name)
+    return names
+
+
+def lower_graph(
+    graph: onnx.GraphProto, impl: str, opset: int, layers: dict[str, dict], names: set[str] | None = None
+) -> None:
+    """Rewrite the DopedMatMul nodes of `graph` in place (subgraphs too); fill `layers` per matrix.
+
+    `names`: the names taken in the whole model, shared by the subgraphs' rewrites so new names stay unique."""
+    names = _all_names(graph) if names is None else names
     arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     ranks = _ranks(graph)
     g = Graph(opset)
-    g.reserve(*arrays, *(i.name for i in graph.input), *(o.name for o in graph.output),
-              *(o for n in graph.node for o in n.output), *(n.name for n in graph.node))
+    g.share_names(names)
+    for name, array in arrays.items():  # a lowered tensor equal to one the graph holds (tied weights) is shared
+        g.adopt(name, array)
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         for a in node.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
-                lower_graph(a.g, impl, opset, layers)
+                lower_graph(a.g, impl, opset, layers, names)
         if not (node.domain == DOMAIN and node.op_type == DOPED_MATMUL):
             nodes.append(node)
             continue

@@ -13,6 +13,10 @@ from onnx import helper, numpy_helper
 DKP_DOMAIN = "ai.dkp"
 
 
+def _content_key(array: np.ndarray) -> tuple:
+    return array.dtype.str, array.shape, hashlib.sha256(array.tobytes()).hexdigest()
+
+
 class Graph:
     """Collects the nodes and initializers of one ONNX graph (the main graph or a Scan body).
 
@@ -39,6 +43,10 @@ class Graph:
         self._names.add(out)
         return out
 
+    def share_names(self, names: set[str]) -> None:
+        """Draw new names from `names` (a set shared with other builders: one namespace across subgraphs)."""
+        self._names = names
+
     def reserve(self, *names: str) -> None:
         """Mark graph input / outer-scope names as taken."""
         self._names.update(names)
@@ -50,7 +58,7 @@ class Graph:
         `shared=False` always adds a new tensor (graph inputs with defaults); `exact_name` keeps `name` unprefixed.
         """
         array = np.asarray(array, order="C")  # (ascontiguousarray would turn scalars into [1])
-        key = (array.dtype.str, array.shape, hashlib.sha256(array.tobytes()).hexdigest())
+        key = _content_key(array)
         if shared and key in self._by_content:
             return self._by_content[key]
         if exact_name:
@@ -61,6 +69,10 @@ class Graph:
         if shared:
             self._by_content[key] = name
         return name
+
+    def adopt(self, name: str, array: np.ndarray) -> None:
+        """Make an existing initializer of the graph being rewritten reusable by content (`init` returns it)."""
+        self._by_content.setdefault(_content_key(np.asarray(array, order="C")), name)
 
     def i64(self, values: Any, name: str = "const/i64") -> str:
         return self.init(name, np.asarray(values, dtype=np.int64))

@@ -1,4 +1,5 @@
-"""`to_onnx`: a whole `ModelSpec` -> an ONNX file, wired as `dkp_deploy.signature` says."""
+"""`to_onnx`: a native `ModelSpec` -> a hub (the same `ai.dkp::DopedMatMul` nodes and Scan bodies the general
+export writes) -> `dkp_deploy.lower` -> an ONNX file, wired as `dkp_deploy.signature` says."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import TensorProto, helper
 
 from ... import __version__
 from ...errors import InputError
 from ...fileio import atomic_output
+from ...hub.matrix import doped_matmul_node
+from ...hub.recurrent import Cell, Gate, Recurrence, emit
+from ...hub.schema import DOMAIN, VERSION
 from ...signature import MODES, inputs, outputs
 from ...source import as_spec
 from ...spec import Embedding, Linear, ModelSpec
 from ..metadata import metadata, progress
-from . import activation, embedding, linear, lstm
-from .graph import DKP_DOMAIN, Graph, all_graphs, value_info
+from . import activation, embedding
+from .graph import Graph, value_info
 from .matrix import SPARSE_IMPLS
 
 DEFAULT_OPSET = 17  # onnxruntime >= 1.13 (older ARM builds included) runs it fully
@@ -29,13 +33,20 @@ def _sig_value_info(sig) -> onnx.ValueInfoProto:
     return value_info(sig.name, sig.dtype, sig.shape)
 
 
-def build(
-    spec: ModelSpec, *, sparse_impl: str = "custom", mode: str = "sequence", opset: int = DEFAULT_OPSET,
-    quiet: bool = False,
-) -> tuple[onnx.ModelProto, dict[str, dict]]:
-    """The ONNX model for `spec` and, per matrix name, the initializer names of its parts."""
-    if sparse_impl not in SPARSE_IMPLS:
-        raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {sparse_impl!r}")
+def _rank2(g: Graph, name: str, cols: int) -> str:
+    """Record that `name` is [batch, cols] (the lowering flattens inputs of other or unknown rank)."""
+    g.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", cols]))
+    return name
+
+
+def _recurrence(spec: ModelSpec) -> Recurrence:
+    block = spec.lstm
+    cells = [Cell(cat=Gate(layer.weight, layer.bias, name=f"{block.name}.{k}")) for k, layer in enumerate(block.layers)]
+    return Recurrence("lstm", block.hidden_size, block.num_layers, 1, cells, block.name)
+
+
+def hub(spec: ModelSpec, *, mode: str = "sequence", opset: int = DEFAULT_OPSET, quiet: bool = False) -> onnx.ModelProto:
+    """The hub of a native model: every matrix one DopedMatMul (dense ones too, so validation rebuilds them)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if opset not in OPSETS:
@@ -45,70 +56,84 @@ def build(
     g = Graph(opset)
     ins, outs = inputs(spec, mode), outputs(spec, mode)
     g.reserve(*(s.name for s in ins), *(s.name for s in outs))
-    tensors: dict[str, dict] = {}
-
-    def matrix_block(x: str, b: Linear) -> str:
-        roles: dict[str, str] = {}
-        y = linear.lower(g, x, b, sparse_impl, roles)
-        tensors[b.name] = roles
-        tick(b.name)
-        return y
 
     with progress(spec, quiet) as tick:
+        def matrix(x: str, b: Linear) -> str:
+            y = doped_matmul_node(g, x, b.weight, b.bias, b.name)
+            tick(b.name)
+            return y
+
         if spec.arch == "mlp":
             x = "x"
             for b in spec.blocks:
-                x = matrix_block(x, b) if isinstance(b, Linear) else activation.lower(g, x, b)
+                if isinstance(b, Linear):
+                    x = _rank2(g, matrix(_rank2(g, x, b.in_features), b), b.out_features)
+                else:
+                    x = activation.lower(g, x, b)
             if x == "x":
                 x = g.node("Identity", [x], "identity")
-            g.rename_output(x, "y")
-            graph_inputs = [_sig_value_info(s) for s in ins]
+            result = [x]
         else:
-            block = spec.lstm
+            block, rec = spec.lstm, _recurrence(spec)
             emb = next((b for b in spec.blocks if isinstance(b, Embedding)), None)
             dec = spec.blocks[-1] if spec.arch == "lstm_lm" else None
             first = ins[0].name
             if mode == "step":
                 feat = embedding.lower(g, first, emb, {}) if emb is not None else first
-                y, h_next, c_next = lstm.step(g, feat, "h", "c", block, sparse_impl, tensors, tick)
+                seq = g.node("Unsqueeze", [feat, g.i64([0])], f"{block.name}/time_axis")
+                y, h_next, c_next = emit(g, seq, "h", "c", rec, block.input_size, step=True)
+                y = g.node("Squeeze", [y, g.i64([0])], f"{block.name}/y_t")
                 if dec is not None:
-                    y = matrix_block(y, dec)
+                    y = matrix(_rank2(g, y, dec.in_features), dec)
             else:
-                L, H = block.num_layers, block.hidden_size
-                # batch_first: one Transpose of the input (the token ids for an LM, before the embedding) and one
-                # of the LSTM output; the Scan itself always runs over axis 0, which every runtime supports.
+                # batch_first: one Transpose of the input (the token ids of an LM, before the embedding) and one of
+                # the output; the Scans run over axis 0, which every runtime supports.
                 seq = first
                 if block.batch_first:
                     perm = [1, 0] if emb is not None else [1, 0, 2]
                     seq = g.node("Transpose", [first], f"{block.name}/time_major", perm=perm)
                 feat = embedding.lower(g, seq, emb, {}) if emb is not None else seq
-                # h0 / c0 are optional as in torch: graph inputs whose initializer (zeros [L, 1, H]) is the
-                # default when not fed; Expand broadcasts either to [L, batch, H].
+                # h0 / c0 are optional as in torch: graph inputs whose initializer (zeros [L, 1, H]) is the default
+                # when not fed; Expand broadcasts either to [L, batch, H].
+                L, H = block.num_layers, block.hidden_size
                 bdim = g.node("Shape", [seq], "state/batch", start=1, end=2)
                 shape = g.node("Concat", [g.i64([L]), bdim, g.i64([H])], "state/shape", axis=0)
                 states = []
                 for name in ("h0", "c0"):
                     g.init(name, np.zeros((L, 1, H), np.float32), shared=False, exact_name=True)
                     states.append(g.node("Expand", [name, shape], f"state/{name}"))
-                y, h_next, c_next = lstm.sequence(g, feat, states[0], states[1], block, sparse_impl, tensors, tick)
+                y, h_next, c_next = emit(g, feat, states[0], states[1], rec, block.input_size)
                 if block.batch_first:
                     y = g.node("Transpose", [y], f"{block.name}/batch_major", perm=[1, 0, 2])
                 if dec is not None:
-                    roles: dict[str, str] = {}
-                    y = linear.lower_sequence(g, y, dec, sparse_impl, roles)
-                    tensors[dec.name] = roles
-                    tick(dec.name)
-            graph_inputs = [_sig_value_info(s) for s in ins]
-            for old, sig in zip((y, h_next, c_next), outs):
-                g.rename_output(old, sig.name)
+                    y = matrix(y, dec)
+            for k in range(block.num_layers):
+                tick(f"{block.name}.{k}")
+            result = [y, h_next, c_next]
+        for old, sig in zip(result, outs):
+            g.rename_output(old, sig.name)
 
-    graph = g.make(f"dkp_{spec.arch}_{mode}", graph_inputs, [_sig_value_info(s) for s in outs])
-    opsets = [helper.make_opsetid("", opset)]
-    if any(n.domain == DKP_DOMAIN for sub in all_graphs(graph) for n in sub.node):
-        opsets.append(helper.make_opsetid(DKP_DOMAIN, 1))
+    graph = g.make(f"dkp_{spec.arch}_{mode}", [_sig_value_info(s) for s in ins], [_sig_value_info(s) for s in outs])
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, VERSION)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="dkp-deploy", producer_version=__version__)
-    model.ir_version = helper.find_min_ir_version_for([o for o in opsets if o.domain == ""], ignore_unknown=True)
-    return model, tensors
+    model.ir_version = helper.find_min_ir_version_for(opsets[:1], ignore_unknown=True)
+    return model
+
+
+def build(
+    spec: ModelSpec, *, sparse_impl: str = "custom", mode: str = "sequence", opset: int = DEFAULT_OPSET,
+    quiet: bool = False,
+) -> tuple[onnx.ModelProto, dict[str, dict]]:
+    """The lowered ONNX model for `spec` and, per matrix name, the initializer names of its parts."""
+    import json
+
+    from ...lower import lower
+
+    if sparse_impl not in SPARSE_IMPLS:
+        raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {sparse_impl!r}")
+    model = lower(hub(spec, mode=mode, opset=opset, quiet=quiet), sparse_impl)
+    layers = json.loads({p.key: p.value for p in model.metadata_props}["dkp.layers"])
+    return model, {name: info["tensors"] for name, info in layers.items()}
 
 
 def to_onnx(
@@ -131,7 +156,7 @@ def to_onnx(
     mode = mode if spec.is_recurrent else "sequence"
     helper.set_model_props(model, metadata(spec, provenance, tensors, mode=mode, sparse_impl=sparse_impl,
                                            opset=str(opset)))
-    if sparse_impl == "custom" and any(o.domain == DKP_DOMAIN for o in model.opset_import):
+    if sparse_impl == "custom" and any(o.domain == DOMAIN for o in model.opset_import):
         from ...ops import LIBRARY_DOC
 
         model.doc_string = LIBRARY_DOC
