@@ -151,6 +151,8 @@ def test_update_docs_refreshes_readme_tables_of_a_temp_copy(tmp_path, capsys) ->
         assert speedups and all(math.isfinite(v) and v > 0 for v in speedups)
     assert {r["runtime"] for r in results["layer"]} == {"ORT", "TFLite"}
     assert results["profile"]["lstm_custom"]["nodes"] > 0
+    # the general export path's LM step, timed next to the native file's (torch is in the test environment)
+    assert all(0 < r["general_vs_native_lm"] < 10 and r["file_bytes"]["lm_general"] for r in results["model"])
     assert results["targets"] == []  # the targets are stated at the paper's shapes, which --quick does not run
     for name in ("kernel", "layer", "model", "profile"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,9 +14,10 @@ from typing import Any
 from ..signature import random_feeds
 from ..spec import ModelSpec
 from .measure import FULL, Budget, compare_groups, ort_runner, ort_session, tflite_runner
-from .workloads import LARGE, MEDIUM, LMShape, densified, lm_specs, matrix_bytes, matvec_macs
+from .workloads import LARGE, MEDIUM, QUICK, LMShape, densified, lm_specs, matrix_bytes, matvec_macs
 
 SHAPES = (MEDIUM[10], MEDIUM[20], MEDIUM[25], LARGE)
+GENERAL_SHAPES = (MEDIUM[25].name, QUICK.name)  # the LM step also exported by the general path (torch needed; else skipped)
 ORT_IMPLS = ("custom", "portable", "dense")
 
 
@@ -30,6 +31,29 @@ def weight_costs(spec: ModelSpec) -> dict[str, int]:
         nbytes += matrix_bytes(w)
         dense_bytes += 4 * m * n
     return {"macs": macs, "dense_macs": dense_macs, "bytes": nbytes, "dense_bytes": dense_bytes}
+
+
+def general_lm_step(spec: ModelSpec, path: Path) -> Path | None:
+    """The LM step written by `dkp_deploy.export` from the torch module of `spec` (None without torch): the
+    general path's file, to time against the native converter's."""
+    try:
+        import torch
+
+        from ..export import export
+        from ..nn import from_spec
+    except ImportError:
+        return None
+    lstm = spec.lstm
+    state = tuple(torch.zeros(lstm.num_layers, 1, lstm.hidden_size) for _ in range(2))
+    export(from_spec(spec).eval(), (torch.zeros(1, 1, dtype=torch.int64), state), path, mode="step",
+           input_names=["x_t", "h", "c"])
+    return path
+
+
+def _general_runner(path: Path, feeds: dict, threads: int):
+    """Runs the general step file on the native step's feeds (its token input is [1, batch], time first)."""
+    session = ort_session(path, threads)
+    return ort_runner(session, {"x_t": feeds["x_t"][None, :], "h": feeds["h"], "c": feeds["c"]})
 
 
 def run(
@@ -55,6 +79,9 @@ def run(
                     to_onnx(spec, path, sparse_impl=impl, mode="step", quiet=True)
                     sizes[part, impl] = path.stat().st_size
                     fns[part, impl] = ort_runner(ort_session(path, threads), feeds)
+                if part == "lm" and shape.name in GENERAL_SHAPES and general_lm_step(spec, d / "general.onnx"):
+                    sizes[part, "general"] = (d / "general.onnx").stat().st_size
+                    fns[part, "general"] = _general_runner(d / "general.onnx", feeds, threads)
                 if tflite and part == "lstm":
                     doped, dense = d / "lstm_doped.tflite", d / "lstm_dense.tflite"
                     to_tflite(spec, doped, mode="step", quiet=True)
@@ -65,6 +92,9 @@ def run(
                     fns[part, "tflite_dense"] = tflite_runner(dense, feeds, threads, default_delegates=False)
                     fns[part, "tflite_dense_xnnpack"] = tflite_runner(dense, feeds, threads, default_delegates=True)
             groups = [[(part, impl) for impl in ORT_IMPLS] for part in ("lstm", "lm")]
+            if ("lm", "general") in fns:
+                fns["lm", "custom_g"] = fns["lm", "custom"]
+                groups.append([("lm", "custom_g"), ("lm", "general")])
             if tflite:
                 fns["lstm", "tflite_x"] = fns["lstm", "tflite"]
                 groups += [[("lstm", "tflite"), ("lstm", "tflite_dense")],
@@ -105,6 +135,8 @@ def _row(shape, lstm_spec, lm_spec, t, sizes, batch, tflite) -> dict[str, Any]:
     for part in ("lstm", "lm"):
         for impl in ("custom", "portable"):
             row[f"speedup_{part}_{impl}"] = t[part, "dense"].seconds / t[part, impl].seconds
+    if ("lm", "general") in t:  # the general path's file over the native one, timed side by side
+        row["general_vs_native_lm"] = t["lm", "custom_g"].seconds / t["lm", "general"].seconds
     if tflite:
         row["speedup_lstm_tflite"] = t["lstm", "tflite_dense"].seconds / t["lstm", "tflite"].seconds
         xnn = t["lstm", "tflite_dense_xnnpack"].seconds

@@ -78,7 +78,7 @@ def model_table(rows: list[dict[str, Any]]) -> list[Table]:
         "model", "CF", "W_s sparsity (paper)", "MAC red. LSTM (paper)", "LSTM weights dense -> doped", "bytes bound",
         "dense step", "doped step", "LSTM step ORT custom", "ORT portable", "TFLite (vs XNNPACK dense)",
         "paper (RPi 4)",
-        "whole LM ORT custom", "whole LM bytes bound",
+        "whole LM ORT custom", "whole LM bytes bound", "LM step general path (speed vs native)",
     ]
     body = []
     for r in rows:
@@ -100,6 +100,7 @@ def model_table(rows: list[dict[str, Any]]) -> list[Table]:
             _x(r.get("paper_speedup")),
             _x(r["speedup_lm_custom"]),
             _x(r["bytes_bound_model"], 1),
+            _x(r.get("general_vs_native_lm")),
         ])
     batch = rows[0]["batch"] if rows else 1
     title = f"LSTM LM step graph (batch {batch}) vs the dense step graph, speed-up (ORT unless stated)"
