@@ -149,11 +149,11 @@ def test_conv1d_classifier(tmp_path):
 class WordLM(nn.Module):
     """pytorch/examples' word_language_model RNNModel: Embedding -> Dropout -> RNN -> Dropout -> Linear."""
 
-    def __init__(self, rnn: str = "LSTM", tie: bool = False) -> None:
+    def __init__(self, rnn: str = "LSTM", tie: bool = False, vocab: int = 60, hidden: int = 24) -> None:
         super().__init__()
-        self.encoder, self.drop = nn.Embedding(60, 24), nn.Dropout(0.2)
-        self.rnn = getattr(nn, rnn)(24, 24, 2, dropout=0.2)
-        self.decoder = nn.Linear(24, 60)
+        self.encoder, self.drop = nn.Embedding(vocab, hidden), nn.Dropout(0.2)
+        self.rnn = getattr(nn, rnn)(hidden, hidden, 2, dropout=0.2)
+        self.decoder = nn.Linear(hidden, vocab)
         if tie:
             self.decoder.weight = self.encoder.weight
 
@@ -197,6 +197,84 @@ def test_word_language_model(tmp_path, rnn, tie, doped):
     _run_lm(path, model, lstm, [(5, 3), (1, 1), (12, 2)])
     if doped:
         _no_dense_matrix_tensor(path, model)
+
+
+def _bytes_to_hold(model: nn.Module) -> int:
+    """What a file of `model` must hold: dense parameters (a tied one once), and per doped layer its factors, bias
+    and W_s in CSR (int32 indices, float32 values)."""
+    from dkp_deploy.nn import DopedLinear
+
+    total, seen = 0, set()
+    for module in model.modules():
+        if isinstance(module, DopedLinear):
+            m = module.out_features
+            total += 4 * module.structured_params + 8 * module.nnz + 4 * (m + 1) + (4 * m if module.bias is not None
+                                                                                   else 0)
+            seen.update(id(p) for p in module.parameters())
+            continue
+        for p in module.parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += 4 * p.numel()
+    return total
+
+
+@pytest.mark.parametrize("rnn,tie", [("LSTM", False), ("GRU", True)])
+def test_file_size_is_what_the_model_must_hold(tmp_path, rnn, tie):
+    """No M x N tensor of a doped matrix, and the whole file within 1.2x of the tensors it must hold."""
+    torch.manual_seed(0)
+    model = dkp_deploy.compress(WordLM(rnn, tie, vocab=800, hidden=96), cf=8).eval()
+    lstm = rnn == "LSTM"
+    hidden = (torch.zeros(2, 1, 96), torch.zeros(2, 1, 96)) if lstm else torch.zeros(2, 1, 96)
+    path = export(model, (torch.randint(0, 800, (4, 1)), hidden), tmp_path / "lm.onnx")
+    _no_dense_matrix_tensor(path, model)
+    need, size = _bytes_to_hold(model), path.stat().st_size
+    assert size <= 1.2 * need, (size, need)
+
+
+class AttentionDecoder(nn.Module):
+    """One step of a GRU decoder with additive (Bahdanau) attention over encoder outputs [S, batch, H]."""
+
+    def __init__(self, vocab: int = 50, hidden: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, hidden)
+        self.query, self.key = nn.Linear(hidden, hidden, bias=False), nn.Linear(hidden, hidden)
+        self.score = nn.Linear(hidden, 1, bias=False)  # the score vector: too small to dope, left dense
+        self.gru = nn.GRU(2 * hidden, hidden)
+        self.out = nn.Linear(2 * hidden, vocab)
+
+    def forward(self, token, hidden, enc):  # token [B], hidden [1, B, H], enc [S, B, H]
+        e = self.score(torch.tanh(self.key(enc) + self.query(hidden[-1]))).squeeze(-1)
+        context = (torch.softmax(e, dim=0).unsqueeze(-1) * enc).sum(0)
+        y, h = self.gru(torch.cat([self.embed(token), context], -1).unsqueeze(0), hidden)
+        return torch.log_softmax(self.out(torch.cat([y[0], context], -1)), -1), h
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+def test_gru_decoder_step_with_additive_attention(tmp_path, mode):
+    import copy
+    import warnings
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # compress names the score vector it leaves dense
+        model = dkp_deploy.compress(AttentionDecoder(), cf=2).eval()
+    assert isinstance(model.gru, dkp_deploy.nn.DopedGRU) and isinstance(model.key, DopedLinear)
+    B, S = torch.export.Dim("batch"), torch.export.Dim("source")
+    args = (torch.randint(0, 50, (3,)), torch.zeros(1, 3, 32), torch.randn(7, 3, 32))
+    path = export(model, args, tmp_path / "dec.onnx", dynamic_shapes=({0: B}, {1: B}, {0: S, 1: B}), mode=mode)
+    sess = runtime.session(path)
+    names = [i.name for i in sess.get_inputs()]
+    m64 = copy.deepcopy(model).double().eval()
+    rng = np.random.default_rng(0)
+    for b, s in [(3, 7), (1, 2), (4, 11)]:
+        feeds = [rng.integers(0, 50, (b,)), rng.standard_normal((1, b, 32)).astype(np.float32),
+                 rng.standard_normal((s, b, 32)).astype(np.float32)]
+        out = sess.run(None, dict(zip(names, feeds)))
+        with torch.no_grad():
+            want = m64(*(torch.from_numpy(f) if f.dtype.kind == "i" else torch.from_numpy(f).double() for f in feeds))
+        for got, ref in zip(out, want):
+            assert _rel_err(got, ref.numpy()) <= 1e-4, (b, s)
 
 
 class Tagger(nn.Module):
