@@ -100,6 +100,9 @@ def hub_from_program(
     helper.set_model_props(proto, {"dkp.format_version": str(FORMAT_VERSION), "dkp.tool_version": __version__,
                                    "dkp.front_end": "dkp_deploy.export", "dkp.hub": "1", "dkp.mode": mode})
     proto.producer_name, proto.producer_version = "dkp-deploy", __version__
+    # torch.onnx writes the newest IR version (10); the oldest that holds the opset lets onnxruntime 1.16 load it
+    proto.ir_version = helper.find_min_ir_version_for(
+        [o for o in proto.opset_import if o.domain in ("", "ai.onnx")], ignore_unknown=True)
     return proto
 
 

@@ -3,7 +3,8 @@
 Writes into --out, for every model: the converted file(s) (`NAME.onnx`, `NAME.tflite`) and `NAME.npz` holding
 the feeds (`in/<input>`) and the float64 reference outputs of `dkp_deploy.reference` (`ref/<output>`), plus
 `manifest.json` that `run_parity.py` (the aarch64 side, which needs nothing but numpy and a runtime) reads.
-Models are built directly as specs from seeded random factors, so this side needs no torch.
+The native models are built directly as specs from seeded random factors (no torch); when torch is installed,
+user-style torch models also go through the general path (`dkp_deploy.export`), with torch float64 references.
 """
 
 from __future__ import annotations
@@ -128,11 +129,78 @@ def main(argv: list[str] | None = None) -> int:
         manifest["models"].append({"name": name, "label": label, "data": f"{name}.npz", **files})
         shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in feeds.items())
         print(f"{name}: {label}, inputs {shapes}, files {sorted(files.values()) or 'none'}")
+    for entry in general_models(args.out):
+        manifest["models"].append(entry)
+        print(f"{entry['name']}: {entry['label']}")
     for entry in op_graphs(args.out):  # last: a crash in the error case must not hide the other results
         manifest["models"].append(entry)
         print(f"{entry['name']}: one ai.dkp::SparseMatVec node, {entry['label'][8:]}, built with onnx.helper")
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return 0
+
+
+def general_models(out: Path) -> list[dict]:
+    """User-style torch models through `dkp_deploy.export` (none without torch): a word LM with a tied GRU and a
+    bidirectional LSTM tagger, compressed, exported at one shape and checked at another."""
+    try:
+        import torch
+        from torch import nn
+
+        import dkp_deploy
+        from dkp_deploy.export import export
+    except ImportError as e:
+        print(f"no torch / onnxscript ({e}): no general-path models to check")
+        return []
+    import copy
+    import warnings
+
+    class WordLM(nn.Module):  # pytorch/examples' word_language_model, GRU with tied weights
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.rnn, self.decoder = nn.Embedding(60, 32), nn.GRU(32, 32, 2), nn.Linear(32, 60)
+            self.decoder.weight = self.encoder.weight
+
+        def forward(self, tokens, hidden):
+            out, hidden = self.rnn(self.encoder(tokens), hidden)
+            return self.decoder(out), hidden
+
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm, self.out = nn.LSTM(16, 24, 2, batch_first=True, bidirectional=True), nn.Linear(48, 7)
+
+        def forward(self, x):
+            return self.out(self.lstm(x)[0])
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(11)
+    T, B = torch.export.Dim("time"), torch.export.Dim("batch")
+    cases = [
+        ("general_gru_lm", WordLM(), (torch.randint(0, 60, (5, 2)), torch.zeros(2, 2, 32)),
+         ({0: T, 1: B}, {1: B}), [rng.integers(0, 60, (9, 3)), rng.standard_normal((2, 3, 32)).astype(np.float32)],
+         "custom"),
+        ("general_tagger", Tagger(), (torch.randn(2, 6, 16),), ({0: B, 1: T},),
+         [rng.standard_normal((3, 11, 16)).astype(np.float32)], "portable"),
+    ]
+    entries = []
+    for name, model, args, dims, feeds, impl in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # compress names the tied decoder it leaves dense
+            model = dkp_deploy.compress(model, cf=2).eval()
+        n_out = 2 if name == "general_gru_lm" else 1
+        outputs = [f"out{i}" for i in range(n_out)]
+        inputs = [f"in{i}" for i in range(len(feeds))]
+        export(model, args, out / f"{name}.onnx", dynamic_shapes=dims, sparse_impl=impl, input_names=inputs,
+               output_names=outputs)
+        with torch.no_grad():
+            ref = copy.deepcopy(model).double()(*(torch.from_numpy(f) if f.dtype.kind == "i"
+                                                  else torch.from_numpy(f).double() for f in feeds))
+        refs = ref if isinstance(ref, tuple) else (ref,)
+        np.savez(out / f"{name}.npz", **{f"in/{i}": f for i, f in zip(inputs, feeds)},
+                 **{f"ref/{o}": r.numpy() for o, r in zip(outputs, refs)})
+        label = f"dkp_deploy.export of a torch {type(model).__name__}, sparse_impl={impl}, other T and batch"
+        entries.append({"name": name, "label": label, "data": f"{name}.npz", "onnx": f"{name}.onnx"})
+    return entries
 
 
 def op_graphs(out: Path) -> list[dict]:
