@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dkp-installed
-OUT    ?= artifacts/quickstart
+OUT    ?= artifacts/demo
 
 .PHONY: venv test demo lint bench clean
 
@@ -30,8 +30,9 @@ lint: venv
 test: venv lint $(TFLITE_RT)/.installed
 	$(BIN)/python -m pytest
 
+# the main job: the general path on a model that is not one of ours (examples/quickstart.py: the native path)
 demo: venv
-	$(BIN)/python examples/quickstart.py --out $(OUT)
+	$(BIN)/python examples/compress_pretrained.py --out $(OUT)
 
 bench: venv
 	$(BIN)/dkp-bench --update-docs

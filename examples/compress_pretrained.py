@@ -1,81 +1,151 @@
-"""Dope a trained dense LSTM LM after the fact: dense -> `dkp_deploy.compress` -> short CMR fine-tune -> deploy.
+"""Bring your own model: a plain torch LM -> `dkp_deploy.compress` -> CMR fine-tune -> `dkp_deploy.export` -> run.
 
-    python examples/compress_pretrained.py --out artifacts/compressed          # ~2-3 minutes on 2 cores
+    python examples/compress_pretrained.py --out artifacts/demo               # what `make demo` runs (~3 min)
     python examples/compress_pretrained.py --out /tmp/cp --dense my_lm.pt     # start from your own weights
     python examples/compress_pretrained.py --out /tmp/cp --tiny               # smoke setting (seconds)
 
-1. a dense LM (torch `nn.Embedding` -> `nn.LSTM` -> `nn.Linear`): trained here on the pydoc_data.topics corpus,
-   or loaded from ``--dense`` (a state_dict of `DenseLM` saved with torch.save; read with weights_only=True).
-2. `dkp_deploy.compress(lstm, cf=20)`: per gate matrix the nearest Kronecker product (Van Loan-Pitsianis)
-   plus the largest entries of the residual as W_s, at 20x. Perplexity right after compression shows the damage.
-3. fine-tune with CMR (drop rate 0.7, linDec to zero; W_s keeps its sparsity), which recovers most of it.
-4. save, convert to ONNX (custom op, step graph) and TFLite, validate both, print the numbers.
+The model is not one of dkp-deploy's classes: pytorch/examples' word_language_model shape (`nn.Embedding` ->
+`nn.Dropout` -> `nn.LSTM` -> `nn.Dropout` -> `nn.Linear`, forward ``(tokens, hidden)``).
+
+1. the dense LM: trained here on the pydoc_data.topics corpus, or loaded from ``--dense`` (a `WordLM` state_dict
+   saved with torch.save; read with weights_only=True).
+2. `dkp_deploy.compress(model, cf=20, include=["lstm"])`: the LSTM's gate matrices become kron(B, C) + W_s
+   (nearest Kronecker product, the largest residual entries as W_s) inside the user's own module; the report says
+   what was doped. Perplexity right after compression shows the damage.
+3. fine-tune with the recipe (`dkp_deploy.train`: CMR drop rate 0.7, linDec to zero; W_s keeps its sparsity).
+4. `dkp_deploy.export` (torch.onnx conventions): the hub (`model.hub.onnx`, lowered later by `dkp-convert`
+   without torch), a one-step graph with the custom op (`model.step.onnx`), its dense-W baseline, and the
+   sequence graph (any T and batch).
+5. `dkp_deploy.validate.validate_export` of each file against the torch model in float64 (and the hub).
+6. generate text with the step graph in onnxruntime; time doped vs dense; write summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import quickstart as qs  # noqa: E402  (the shared steps: data, training recipe, export, validation)
+import quickstart as qs  # noqa: E402  (the shared steps: data, training recipe)
 
 
-class DenseLM(nn.Module):
-    """A plain dense word-level LSTM LM, the kind of model a user already has."""
+class WordLM(nn.Module):
+    """pytorch/examples' word_language_model RNNModel (LSTM), the kind of model a user already has."""
 
     def __init__(self, vocab: int, hidden: int, layers: int = 2, dropout: float = 0.3) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(vocab, hidden)
+        self.encoder = nn.Embedding(vocab, hidden)
         self.drop = nn.Dropout(dropout)
-        self.lstm = nn.LSTM(hidden, hidden, layers, dropout=dropout)
+        self.rnn = nn.LSTM(hidden, hidden, layers, dropout=dropout)
         self.decoder = nn.Linear(hidden, vocab)
 
-    def forward(self, tokens: torch.Tensor, state=None):
-        out, state = self.lstm(self.drop(self.embedding(tokens)), state)
-        return self.decoder(self.drop(out)), state
+    def forward(self, tokens: torch.Tensor, hidden=None):
+        out, hidden = self.rnn(self.drop(self.encoder(tokens)), hidden)
+        return self.decoder(self.drop(out)), hidden
 
 
-def train_dense(corpus: qs.Corpus, s: qs.Setting, steps: int, progress: bool) -> DenseLM:
+def train_dense(corpus: qs.Corpus, s: qs.Setting, steps: int, progress: bool) -> WordLM:
     from lm_training import LMLoss, batchify, epochs
 
     from dkp_deploy.train import train
 
     torch.manual_seed(s.seed)
-    model = DenseLM(corpus.vocab_size, s.hidden, dropout=s.dropout)
+    model = WordLM(corpus.vocab_size, s.hidden, dropout=s.dropout)
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     train(model, epochs(batchify(corpus.train, s.batch), s.bptt, steps), LMLoss(), optimizer, steps=steps,
           max_grad_norm=5.0, progress=progress, desc="dense")
     return model.eval()
 
 
-def doped_lm(dense: DenseLM, cf: float):
-    """A DopedLSTMLM holding `dense`'s embedding and decoder and its LSTM doped by `dkp_deploy.compress`."""
-    import dkp_deploy
-    from dkp_deploy.nn import DopedLSTMLM
+STEP_IO = {"input_names": ["x_t", "h", "c"], "output_names": ["y_t", "h_next", "c_next"]}
 
-    lstm = dkp_deploy.compress(dense.lstm, cf=cf)
-    H = dense.lstm.hidden_size
-    lm = DopedLSTMLM(dense.embedding.num_embeddings, dense.embedding.embedding_dim, H, dense.lstm.num_layers,
-                     dropout=dense.drop.p, structure="none", density=0.0)  # placeholder LSTM, replaced below
-    lm.lstm = lstm
-    lm.embedding.load_state_dict(dense.embedding.state_dict())
-    lm.decoder.load_state_dict(dense.decoder.state_dict())
-    return lm.eval()
+
+def export_files(model: WordLM, out: Path) -> tuple[dict[str, Path], dict[str, tuple]]:
+    """The hub, the step graphs (doped, dense baseline) and the sequence graph; the args each was exported with."""
+    from dkp_deploy.export import export
+
+    L, H = model.rnn.num_layers, model.rnn.hidden_size
+    batch, time_ = torch.export.Dim("batch"), torch.export.Dim("time")
+    # example inputs of batch 2: torch.export specializes a dimension of size 1
+    step_args = (torch.zeros(1, 2, dtype=torch.int64), (torch.zeros(L, 2, H), torch.zeros(L, 2, H)))
+    step_dims = ({1: batch}, ({1: batch}, {1: batch}))
+    seq_args = (torch.zeros(8, 2, dtype=torch.int64), (torch.zeros(L, 2, H), torch.zeros(L, 2, H)))
+    seq_dims = ({0: time_, 1: batch}, ({1: batch}, {1: batch}))
+    files = {
+        "hub": export(model, step_args, out / "model.hub.onnx", dynamic_shapes=step_dims, mode="step",
+                      sparse_impl="hub", **STEP_IO),
+        "step": export(model, step_args, out / "model.step.onnx", dynamic_shapes=step_dims, mode="step", **STEP_IO),
+        "step_dense": export(model, step_args, out / "model.step.dense.onnx", dynamic_shapes=step_dims,
+                             mode="step", sparse_impl="dense", **STEP_IO),
+        "sequence": export(model, seq_args, out / "model.onnx", dynamic_shapes=seq_dims),
+    }
+    return files, {"hub": step_args, "step": step_args, "step_dense": step_args, "sequence": seq_args}
+
+
+def parity(model: WordLM, files: dict[str, Path], args: dict[str, tuple]) -> dict[str, Any]:
+    """Each lowered file against the torch model in float64 (and the step files against the hub too)."""
+    from dkp_deploy.validate import validate_export
+
+    out = {}
+    for name in ("step", "step_dense", "sequence"):
+        hub = files["hub"] if name != "sequence" else None
+        report = validate_export(files[name], hub=hub, model=model, args=args[name])
+        e2e = [r.error for r in report.rows if r.kind == "e2e"]
+        layer = [r.error for r in report.rows if r.kind == "layer"]
+        out[name] = {"passed": report.passed, "max_e2e_error": max(e2e, default=math.nan),
+                     "max_layer_error": max(layer, default=math.nan), "table": report.table()}
+    return out
+
+
+def generate(path: Path, corpus: qs.Corpus, *, prompt: str, tokens: int, seed: int = 0,
+             temperature: float = 0.8) -> str:
+    """Sample `tokens` words after `prompt` with the step graph in onnxruntime (state carried by hand)."""
+    from dkp_deploy import runtime
+
+    sess = runtime.session(path)
+    state_shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[1].shape]
+    h, c = np.zeros(state_shape, np.float32), np.zeros(state_shape, np.float32)
+    rng = np.random.default_rng(seed)
+    ids, logits = corpus.ids(prompt), None
+    for t in ids:
+        logits, h, c = sess.run(None, {"x_t": np.array([[t]], np.int64), "h": h, "c": c})
+    out = list(ids)
+    for _ in range(tokens):
+        z = logits[0, 0].astype(np.float64) / temperature
+        z[0] = -np.inf  # never sample <unk>
+        p = np.exp(z - z.max())
+        out.append(int(rng.choice(len(p), p=p / p.sum())))
+        logits, h, c = sess.run(None, {"x_t": np.array([[out[-1]]], np.int64), "h": h, "c": c})
+    return corpus.text(out)
+
+
+def speed(files: dict[str, Path], model: WordLM, rounds: int) -> dict[str, float]:
+    """Median seconds per batch-1 step: the doped step graph (custom op) vs its dense-W baseline."""
+    from dkp_deploy.bench.measure import Budget, compare, ort_runner, ort_session
+
+    L, H = model.rnn.num_layers, model.rnn.hidden_size
+    rng = np.random.default_rng(0)
+    feeds = {"x_t": np.array([[3]], np.int64), "h": rng.standard_normal((L, 1, H)).astype(np.float32),
+             "c": rng.standard_normal((L, 1, H)).astype(np.float32)}
+    fns = {k: ort_runner(ort_session(files[k]), feeds) for k in ("step", "step_dense")}
+    return {k: t.seconds for k, t in compare(fns, Budget(rounds=rounds, repeats=50, warmup=5)).items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Compress a dense LSTM LM with dkp_deploy.compress, fine-tune, deploy.")
+    p = argparse.ArgumentParser(description="Compress a plain torch LSTM LM, fine-tune, export and run it.")
     p.add_argument("--out", type=Path, required=True, help="folder for the artifacts (created)")
-    p.add_argument("--dense", type=Path, help="a DenseLM state_dict (torch.save); default: train one here")
+    p.add_argument("--dense", type=Path, help="a WordLM state_dict (torch.save); default: train one here")
     p.add_argument("--cf", type=float, help="compression factor of the LSTM weights (default 20)")
     p.add_argument("--tiny", action="store_true", help="smoke setting: tiny model, a few steps (seconds)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
@@ -91,32 +161,54 @@ def main(argv: list[str] | None = None) -> int:
     corpus = qs.load_corpus()
     progress = not args.quiet
     if args.dense:
-        dense = DenseLM(corpus.vocab_size, s.hidden, dropout=s.dropout)
-        dense.load_state_dict(torch.load(args.dense, weights_only=True))
-        dense.eval()
+        model = WordLM(corpus.vocab_size, s.hidden, dropout=s.dropout)
+        model.load_state_dict(torch.load(args.dense, weights_only=True))
+        model.eval()
     else:
-        dense = train_dense(corpus, replace(s, lr=3e-3), steps=3 * s.steps, progress=progress)
-        torch.save(dense.state_dict(), args.out / "dense.pt")
-    ppl = {"dense": qs.test_perplexity(dense, corpus, s)}
-    model = doped_lm(dense, s.cf)
+        model = train_dense(corpus, replace(s, lr=3e-3), steps=3 * s.steps, progress=progress)
+        torch.save(model.state_dict(), args.out / "dense.pt")
+    ppl = {"dense": qs.test_perplexity(model, corpus, s)}
+    model, compression = dkp_deploy.compress(model, cf=s.cf, include=["rnn"], return_report=True)
     ppl["compressed"] = qs.test_perplexity(model, corpus, s)
     t0 = time.perf_counter()
     model = qs.train_lm(corpus, s, model=model, progress=progress, desc="CMR fine-tune")
     tune_s = time.perf_counter() - t0
     ppl["fine_tuned"] = qs.test_perplexity(model, corpus, s)
-    files = {"checkpoint": args.out / "model.pt"}
-    dkp_deploy.save(model, files["checkpoint"])
-    files.update(qs.export(files["checkpoint"], args.out))
-    summary = qs.summarize(model, corpus, s, files, tune_s)
-    summary["perplexity"] = ppl
+    files, export_args = export_files(model, args.out)
+    layers = dkp_deploy.nn.doped_layers(model)
+    weights = sum(la.out_features * la.in_features for la in layers)
+    par = parity(model, files, export_args)
+    summary = {
+        "setting": asdict(s), "vocab": corpus.vocab_size, "perplexity": ppl, "fine_tune_s": tune_s,
+        "lstm_cf": weights / sum(la.structured_params + la.nnz for la in layers),
+        "compress_report": str(compression),
+        "sizes_bytes": {k: f.stat().st_size for k, f in files.items()},
+        "parity": {k: {kk: vv for kk, vv in v.items() if kk != "table"} for k, v in par.items()},
+        "speed_s": speed(files, model, s.speed_rounds),
+        "generated": generate(files["step"], corpus, prompt=qs.PROMPT, tokens=s.gen_tokens, seed=s.seed),
+        "files": {k: str(f) for k, f in files.items()},
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    print(f"perplexity   dense {ppl['dense']:.1f} -> compressed {ppl['compressed']:.1f} -> "
-          f"after {s.steps} CMR fine-tuning steps {ppl['fine_tuned']:.1f}")
-    print(qs.report(summary).replace("s of training", "s of fine-tuning"))
-    print(f"settings     {json.dumps(asdict(s))}")
+    kb = {k: f"{v / 1024:.0f} KiB" for k, v in summary["sizes_bytes"].items()}
+    sp = summary["speed_s"]
+    print(f"model        a plain torch WordLM (2 x {s.hidden} nn.LSTM, vocab {corpus.vocab_size}); compress:")
+    print("\n".join("  " + line for line in str(compression).splitlines()))
+    print(f"perplexity   dense {ppl['dense']:.1f} -> compressed {ppl['compressed']:.1f} -> after {s.steps} CMR "
+          f"fine-tuning steps {ppl['fine_tuned']:.1f} ({tune_s:.0f} s)")
+    print(f"files        hub {kb['hub']}, step (custom op) {kb['step']}, step dense {kb['step_dense']}, "
+          f"sequence {kb['sequence']}; LSTM CF {summary['lstm_cf']:.2f}x")
+    for name, v in summary["parity"].items():
+        layer = "" if math.isnan(v["max_layer_error"]) else f", max layer error vs the hub {v['max_layer_error']:.2g}"
+        print(f"parity       {name:10s} {'PASSED' if v['passed'] else 'FAILED'} vs torch float64: max end-to-end "
+              f"error {v['max_e2e_error']:.2g}{layer}")
+    print(f"speed        one step, batch 1, 1 thread (median): doped {sp['step'] * 1e6:.0f} us, dense "
+          f"{sp['step_dense'] * 1e6:.0f} us ({sp['step_dense'] / sp['step']:.2f}x)")
+    print("generated    (step graph, onnxruntime, seed 0):")
+    print("  " + summary["generated"])
+    print(f"artifacts    {', '.join(sorted(f.name for f in files.values()))}, summary.json in {args.out}")
     if not all(v["passed"] for v in summary["parity"].values()):
-        for table in summary["parity_tables"].values():
-            print(table, file=sys.stderr)
+        for v in par.values():
+            print(v["table"], file=sys.stderr)
         return 1
     return 0
 

@@ -107,14 +107,17 @@ def test_reproduce_tiny_writes_results_table_and_plot(reproduce, tmp_path):
     assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("script", ["quickstart", "compress_pretrained"])
-def test_example_tiny_runs_end_to_end(script, tmp_path, capsys):
+def _run_example(script: str, out: Path) -> None:
     sys.path.insert(0, str(ROOT / "examples"))
     try:
         module = _module(ROOT / "examples" / f"{script}.py", f"example_{script}")
-        assert module.main(["--out", str(tmp_path), "--tiny", "--quiet", "--threads", "1"]) == 0
+        assert module.main(["--out", str(out), "--tiny", "--quiet", "--threads", "1"]) == 0
     finally:
         sys.path.remove(str(ROOT / "examples"))
+
+
+def test_quickstart_tiny_runs_end_to_end(tmp_path, capsys):
+    _run_example("quickstart", tmp_path)
     printed = capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
     for name in ("model.pt", "model.step.onnx", "model.step.dense.onnx", "model.step.tflite"):
@@ -122,4 +125,18 @@ def test_example_tiny_runs_end_to_end(script, tmp_path, capsys):
     assert all(p["passed"] for p in summary["parity"].values())
     assert summary["lstm_cf"] == pytest.approx(4.0, rel=0.01)
     assert summary["generated"].startswith("the assert statement ")
+    assert "PASSED" in printed and "FAILED" not in printed
+
+
+def test_demo_general_path_tiny_runs_end_to_end(tmp_path, capsys):
+    """`make demo`'s script: a plain torch WordLM compressed, fine-tuned, exported, validated against torch, run."""
+    _run_example("compress_pretrained", tmp_path)
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for name in ("model.hub.onnx", "model.step.onnx", "model.step.dense.onnx", "model.onnx", "dense.pt"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert set(summary["parity"]) == {"step", "step_dense", "sequence"}
+    assert all(p["passed"] and p["max_e2e_error"] <= 1e-4 for p in summary["parity"].values())
+    assert summary["lstm_cf"] == pytest.approx(4.0, rel=0.01)
+    assert summary["perplexity"]["fine_tuned"] > 1 and summary["generated"].startswith("the assert statement ")
     assert "PASSED" in printed and "FAILED" not in printed

@@ -17,7 +17,8 @@ from .measure import FULL, Budget, compare_groups, ort_runner, ort_session, tfli
 from .workloads import LARGE, MEDIUM, QUICK, LMShape, densified, lm_specs, matrix_bytes, matvec_macs
 
 SHAPES = (MEDIUM[10], MEDIUM[20], MEDIUM[25], LARGE)
-GENERAL_SHAPES = (MEDIUM[25].name, QUICK.name)  # the LM step also exported by the general path (torch needed; else skipped)
+# the LM steps also exported by the general path (torch needed; else skipped)
+GENERAL_SHAPES = (MEDIUM[25].name, QUICK.name)
 ORT_IMPLS = ("custom", "portable", "dense")
 
 

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from onnx import defs
+from onnx import TypeProto, defs, shape_inference
 
 DOMAIN = "ai.dkp"
 VERSION = 1
@@ -24,6 +24,40 @@ def _param(name: str, type_str: str, optional: bool = False, variadic: bool = Fa
     option = defs.OpSchema.FormalParameterOption
     kind = option.Variadic if variadic else option.Optional if optional else option.Single
     return defs.OpSchema.FormalParameter(name, type_str, param_option=kind, is_homogeneous=not variadic)
+
+
+def _rows_output(ctx: shape_inference.InferenceContext, rows: int | None) -> None:
+    """Y: X's element type, X's leading dims and `rows` (unknown when None) as the last one."""
+    x = ctx.get_input_type(0)
+    if x is None or not x.HasField("tensor_type"):
+        return
+    y = TypeProto()
+    y.tensor_type.elem_type = x.tensor_type.elem_type
+    if x.tensor_type.HasField("shape") and len(x.tensor_type.shape.dim):
+        for d in list(x.tensor_type.shape.dim)[:-1]:
+            y.tensor_type.shape.dim.add().CopyFrom(d)
+        last = y.tensor_type.shape.dim.add()
+        if rows is not None:
+            last.dim_value = rows
+    ctx.set_output_type(0, y)
+
+
+def _infer_doped_matmul(ctx: shape_inference.InferenceContext) -> None:
+    shape = ctx.get_attribute("shape")
+    _rows_output(ctx, shape.ints[0] if shape is not None and len(shape.ints) == 2 else None)
+
+
+def _infer_sparse_matvec(ctx: shape_inference.InferenceContext) -> None:
+    # M from row_ptr [M + 1] when its shape is static, else from Y0's last dim
+    rows = None
+    for i, minus in ((1, 1), (4, 0)):
+        t = ctx.get_input_type(i) if ctx.has_input(i) else None
+        if t is not None and t.tensor_type.HasField("shape") and len(t.tensor_type.shape.dim):
+            d = t.tensor_type.shape.dim[-1 if i == 4 else 0]
+            if d.HasField("dim_value"):
+                rows = d.dim_value - minus
+                break
+    _rows_output(ctx, rows)
 
 
 def _schemas() -> list[defs.OpSchema]:
@@ -67,6 +101,8 @@ def _schemas() -> list[defs.OpSchema]:
                           ("F", _FLOATS, "outputs")],
         attributes=[attr("config", kinds.STRING, "JSON: kind, sizes, roles of the parameters, name")],
     )
+    doped.set_type_and_shape_inference_function(_infer_doped_matmul)
+    sparse.set_type_and_shape_inference_function(_infer_sparse_matvec)
     return [doped, sparse, ref, rec]
 
 

@@ -121,6 +121,24 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     graph.value_info.extend(keep_vi)
 
 
+def _type_custom_outputs(model: onnx.ModelProto) -> None:
+    """Write the inferred type and shape of every ai.dkp node's output into the file's value_info.
+
+    Tools that do not know the domain (onnxruntime's quantizer, onnxsim, polygraphy, strict shape inference in a
+    process without dkp_deploy) then still see typed values downstream of the op."""
+    from ..hub.schema import register_schemas
+
+    register_schemas()
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is a courtesy to other tools: a graph it cannot follow stays as it is
+        return
+    for graph, typed in zip(all_graphs(model.graph), all_graphs(inferred.graph)):
+        wanted = {o for n in graph.node if n.domain == DOMAIN for o in n.output}
+        have = {v.name for v in [*graph.value_info, *graph.output]}
+        graph.value_info.extend(v for v in typed.value_info if v.name in wanted and v.name not in have)
+
+
 def lower(hub: onnx.ModelProto, impl: str = "custom") -> onnx.ModelProto:
     """A lowered copy of `hub` for `impl` (custom, portable or dense), with the dkp.layers metadata."""
     if impl not in SPARSE_IMPLS:
@@ -136,6 +154,8 @@ def lower(hub: onnx.ModelProto, impl: str = "custom") -> onnx.ModelProto:
         imports.append(helper.make_opsetid(DOMAIN, 1))
     del model.opset_import[:]
     model.opset_import.extend(imports)
+    if uses_dkp:
+        _type_custom_outputs(model)
     meta = {p.key: p.value for p in model.metadata_props}
     meta.pop("dkp.hub", None)  # a lowered file is not a hub: it cannot be lowered again
     meta.update({"dkp.sparse_impl": impl, "dkp.layers": json.dumps(layers, sort_keys=True)})
