@@ -16,11 +16,10 @@ _LAZY = {
     "load": ("dkp_deploy.checkpoint", "load"),
     "load_spec": ("dkp_deploy.checkpoint", "load_spec"),
     "compress": ("dkp_deploy.compression", "compress"),
-    "export": ("dkp_deploy.export", "export"),
 }
 _SUBMODULES = (
     "nn", "train", "compression", "spec", "reference", "signature", "checkpoint", "converters", "validate", "ops",
-    "hub", "lower",
+    "hub", "lower", "export",  # export: the package, callable as dkp_deploy.export(model, args, path, ...)
 )
 
 

@@ -2,8 +2,7 @@
 
 Session defaults are chosen for edge inference at batch 1: one intra-op thread (``threads``), sequential
 execution, all graph optimisations (constant folding turns the portable impl's row index into a constant,
-MatMul weights are pre-packed), and ORT's own log silenced (overridable state inputs h0/c0 make it warn, and
-errors reach the caller as exceptions anyway).
+MatMul weights are pre-packed), and ORT's own log silenced (errors reach the caller as exceptions anyway).
 """
 
 from __future__ import annotations
@@ -67,11 +66,27 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(i
                "tensor(double)": np.float64}
 
 
+def _zeros_for(sess: Any, name: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """Zeros for the left-out input `name`, its symbolic dims ("batch") read off the fed inputs' shapes."""
+    sizes: dict[str, int] = {}
+    for i in sess.get_inputs():
+        if i.name in feeds:
+            for d, n in zip(i.shape, np.shape(feeds[i.name])):
+                if isinstance(d, str):
+                    sizes[d] = int(n)
+    want = next(i for i in sess.get_inputs() if i.name == name)
+    shape = [d if isinstance(d, int) else sizes.get(d) for d in want.shape]
+    if any(d is None for d in shape):
+        raise InputError(f"input {name!r} was left out and its shape {want.shape} cannot be read off the other inputs")
+    return np.zeros(shape, dtype=_ORT_DTYPES.get(want.type, np.float32))
+
+
 def run(path_or_session: Any, feeds: dict[str, np.ndarray], *, threads: int = 1) -> dict[str, np.ndarray]:
     """Run a file (path) or an existing session on `feeds`; returns every output by name.
 
-    Feeds are cast to the graph's input dtypes; names the graph does not take raise `InputError`, and
-    optional inputs (h0 / c0 of a sequence graph) may be left out.
+    Feeds are cast to the graph's input dtypes; names the graph does not take raise `InputError`. Inputs the file
+    lists as optional (its ``dkp.optional_inputs`` metadata: h0 / c0 of a native sequence graph) may be left out:
+    they are fed zeros, as torch's nn.LSTM assumes.
     """
     sess = path_or_session if hasattr(path_or_session, "run") else session(path_or_session, threads=threads)
     declared = {i.name: i.type for i in sess.get_inputs()}
@@ -80,5 +95,9 @@ def run(path_or_session: Any, feeds: dict[str, np.ndarray], *, threads: int = 1)
     if unknown:
         raise InputError(f"the graph has no input(s) {', '.join(unknown)} (inputs: {', '.join(declared)})")
     cast = {k: np.ascontiguousarray(v, dtype=_ORT_DTYPES.get(declared[k])) for k, v in feeds.items()}
+    optional = sess.get_modelmeta().custom_metadata_map.get("dkp.optional_inputs", "")
+    for name in filter(None, optional.split(",")):
+        if name in declared and name not in cast:
+            cast[name] = _zeros_for(sess, name, cast)
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, cast)))

@@ -320,6 +320,13 @@ def test_conv1d_lstm_keyword_spotter(tmp_path):
     _check(path, model, [(2, 10, 9), (1, 10, 3), (4, 10, 21)], lambda s: rng.standard_normal(s).astype(np.float32))
 
 
+def test_dkp_deploy_export_stays_callable_after_its_submodules_are_imported(tmp_path, doped_mlp):
+    import dkp_deploy.export.hub  # noqa: F401  (binds the package as the attribute dkp_deploy.export)
+
+    path = dkp_deploy.export(doped_mlp, (torch.randn(2, 48),), tmp_path / "m.onnx")
+    assert path.is_file() and dkp_deploy.export.program is not None
+
+
 def test_unknown_target_is_refused(tmp_path, doped_mlp):
     with pytest.raises(InputError, match="unknown target"):
         export(doped_mlp, (torch.randn(1, 48),), tmp_path / "x.bin")
@@ -444,6 +451,6 @@ def test_exported_files_pass_the_onnx_checker(tmp_path):
     for impl in ("portable", "custom", "hub"):
         path = export(model, args, tmp_path / f"{impl}.onnx", dynamic_shapes=({0: T, 1: B}, ({1: B}, {1: B})),
                       sparse_impl=impl)
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-        assert model.ir_version <= 9  # what onnxruntime 1.16 (the oldest the ops library loads into) reads
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+        assert proto.ir_version <= 9  # what onnxruntime 1.16 (the oldest the ops library loads into) reads

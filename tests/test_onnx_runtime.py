@@ -35,12 +35,16 @@ def test_run_casts_and_checks_feeds(tmp_path):
     spec = lstm()
     path = to_onnx(spec, tmp_path / "s.onnx", quiet=True)
     sess = runtime.session(path)
-    assert [i.name for i in sess.get_inputs()] == ["x"]
-    assert sorted(i.name for i in sess.get_overridable_initializers()) == ["c0", "h0"]
+    assert [i.name for i in sess.get_inputs()] == ["x", "h0", "c0"] and not sess.get_overridable_initializers()
     feeds = {k: v.astype(np.float64) for k, v in signature.random_feeds(spec, time=3).items()}
     out = runtime.run(sess, feeds)
     assert out["y"].dtype == np.float32 and out["y"].shape == (3, 2, 4)
     np.testing.assert_allclose(out["hn"], reference.run(spec, feeds)["hn"], atol=2e-6)
+    # a state left out is zeros of [L, batch, H], batch read off x (torch's default)
+    no_state = runtime.run(sess, {"x": feeds["x"]})
+    zeros = np.zeros((2, 2, 4))
+    np.testing.assert_allclose(no_state["hn"], reference.run(spec, {"x": feeds["x"], "h0": zeros, "c0": zeros})["hn"],
+                               atol=2e-6)
     with pytest.raises(InputError, match="x_t"):
         runtime.run(sess, {"x_t": feeds["x"][0]})
 

@@ -11,6 +11,8 @@ import contextlib
 import io
 import logging
 import os
+import sys
+import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,6 +201,16 @@ def export(
                                  mode=mode)
     return write(hub_model, path, sparse_impl)
 
+
+class _CallableModule(types.ModuleType):
+    """`dkp_deploy.export` is this package and the function at once: importing a submodule (which makes the package
+    an attribute of `dkp_deploy`) must not turn `dkp_deploy.export(model, ...)` into "module is not callable"."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["export", "program", "hub_from_program", "write", "load_hub", "convert", "DEFAULT_OPSET", "OPSETS",
            "IMPLS"]

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -93,15 +92,10 @@ def hub(spec: ModelSpec, *, mode: str = "sequence", opset: int = DEFAULT_OPSET, 
                     perm = [1, 0] if emb is not None else [1, 0, 2]
                     seq = g.node("Transpose", [first], f"{block.name}/time_major", perm=perm)
                 feat = embedding.lower(g, seq, emb, {}) if emb is not None else seq
-                # h0 / c0 are optional as in torch: graph inputs whose initializer (zeros [L, 1, H]) is the default
-                # when not fed; Expand broadcasts either to [L, batch, H].
-                L, H = block.num_layers, block.hidden_size
-                bdim = g.node("Shape", [seq], "state/batch", start=1, end=2)
-                shape = g.node("Concat", [g.i64([L]), bdim, g.i64([H])], "state/shape", axis=0)
-                states = []
-                for name in ("h0", "c0"):
-                    g.init(name, np.zeros((L, 1, H), np.float32), shared=False, exact_name=True)
-                    states.append(g.node("Expand", [name, shape], f"state/{name}"))
+                # h0 / c0 are plain graph inputs [L, batch, H], as torch.onnx writes a state that was passed: an
+                # initializer doubling as an input (ONNX's only default) is folded away by onnxsim / onnxslim.
+                # `dkp_deploy.runtime.run` feeds zeros for a state left out (the `dkp.optional_inputs` entry).
+                states = ["h0", "c0"]
                 y, h_next, c_next = emit(g, feat, states[0], states[1], rec, block.input_size)
                 if block.batch_first:
                     y = g.node("Transpose", [y], f"{block.name}/batch_major", perm=[1, 0, 2])
@@ -154,8 +148,9 @@ def to_onnx(
     spec, provenance = as_spec(model_or_path)
     model, tensors = build(spec, sparse_impl=sparse_impl, mode=mode, opset=opset, quiet=quiet)
     mode = mode if spec.is_recurrent else "sequence"
+    optional = ",".join(sig.name for sig in inputs(spec, mode) if sig.optional)
     helper.set_model_props(model, metadata(spec, provenance, tensors, mode=mode, sparse_impl=sparse_impl,
-                                           opset=str(opset)))
+                                           opset=str(opset), **({"optional_inputs": optional} if optional else {})))
     if sparse_impl == "custom" and any(o.domain == DOMAIN for o in model.opset_import):
         from ...ops import LIBRARY_DOC
 
