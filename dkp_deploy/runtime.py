@@ -18,12 +18,42 @@ from .fileio import existing_file
 DKP_DOMAIN = "ai.dkp"
 
 
+OPSET_VERSION = 1  # the ai.dkp opset this package implements
+_LOWERED_OPS = {"SparseMatVec": set()}  # the ai.dkp ops a lowered file may hold, and their attributes
+
+
+def check_dkp_domain(model: Any) -> None:
+    """Refuse an ai.dkp opset version or node this package does not implement (onnxruntime's custom-op API cannot
+    see either: it would run such a file as if it were opset 1)."""
+    from .converters.onnx.graph import all_graphs
+
+    for o in model.opset_import:
+        if o.domain == DKP_DOMAIN and o.version != OPSET_VERSION:
+            raise InputError(f"the file imports ai.dkp opset {o.version}; this dkp-deploy implements opset "
+                             f"{OPSET_VERSION}")
+    for g in all_graphs(model.graph):
+        for n in g.node:
+            if n.domain != DKP_DOMAIN:
+                continue
+            label = f"ai.dkp::{n.op_type} node {n.name or n.output[0]!r}"
+            if n.op_type not in _LOWERED_OPS:
+                hint = " (a hub node: lower the file with dkp-convert)" if n.op_type == "DopedMatMul" else ""
+                raise InputError(f"{label}: not an op onnxruntime can run{hint}")
+            unknown = sorted({a.name for a in n.attribute} - _LOWERED_OPS[n.op_type])
+            if unknown:
+                raise InputError(f"{label}: unknown attribute(s) {', '.join(unknown)}")
+
+
 def uses_dkp_ops(path: str | os.PathLike) -> bool:
-    """Whether the ONNX file imports the ai.dkp domain (its custom ops)."""
+    """Whether the ONNX file imports the ai.dkp domain (its custom ops); a version or node of that domain this
+    package does not implement is an `InputError`."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return any(o.domain == DKP_DOMAIN for o in model.opset_import)
+    uses = any(o.domain == DKP_DOMAIN for o in model.opset_import)
+    if uses:
+        check_dkp_domain(model)
+    return uses
 
 
 def session(path: str | os.PathLike, threads: int = 1, **opts: Any):
@@ -37,6 +67,8 @@ def session(path: str | os.PathLike, threads: int = 1, **opts: Any):
     p = existing_file(path)
     try:
         needs_ops = uses_dkp_ops(p)
+    except InputError as e:
+        raise InputError(str(e), p) from None
     except Exception as e:
         raise InputError(f"not an ONNX file ({type(e).__name__})", p) from None
     attrs: dict[str, Any] = {

@@ -189,3 +189,50 @@ def test_json_errors(files, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["output"] == "y.onnx" and summary["bytes"] == (tmp_path / "y.onnx").stat().st_size
+
+
+def _hostile_onnx(good: Path, d: Path, case: str) -> Path:
+    """A converted file altered as the audit altered it: a forged dkp.layers shape (plain, and with kron factors that
+    do make 90000 x 90000), an initializer's raw_data cut by 4 bytes, an initializer declaring [2^31, 2^31]."""
+    import json
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from dkp_deploy.converters import to_onnx
+
+    model = onnx.load(str(to_onnx(good, d / "src.onnx", sparse_impl="portable", quiet=True)))
+    meta = {p.key: p.value for p in model.metadata_props}
+    layers = json.loads(meta["dkp.layers"])
+    biggest = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    if case == "metadata_shape":
+        layers["fc1"]["shape"] = [90000, 90000]
+    elif case == "metadata_kron":
+        rng = np.random.default_rng(0)
+        model.graph.initializer.extend(
+            numpy_helper.from_array(rng.standard_normal((300, 300)).astype(np.float32), n) for n in ("bB", "bC_T"))
+        layers["fc1"] = {**layers["fc1"], "shape": [90000, 90000], "tensors": {"B": "bB", "C_T": "bC_T"}}
+    elif case == "cut_raw_data":
+        biggest.raw_data = biggest.raw_data[:-4]
+    else:
+        del biggest.dims[:]
+        biggest.dims.extend([2**31, 2**31])
+    helper.set_model_props(model, {**meta, "dkp.layers": json.dumps(layers)})
+    (d / "src.onnx").unlink()
+    path = d / f"{case}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("case, words", [
+    ("metadata_shape", ["90000 x 90000", "limit"]), ("metadata_kron", ["90000 x 90000", "limit"]),
+    ("cut_raw_data", ["need", "bytes, the file holds"]), ("huge_dims", ["[2147483648, 2147483648]"]),
+])
+def test_hostile_onnx_files_in_dkp_validate(files, tmp_path, case, words) -> None:
+    d = tmp_path / "in"
+    d.mkdir()
+    path = _hostile_onnx(files["good"], d, case)
+    work = tmp_path / "work"
+    work.mkdir()
+    _assert_bad_input(_cli("validate", str(files["good"]), str(path), cwd=work), path.name, *words)
+    assert _leftovers(work) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from _onnx_models import lstm, mlp
@@ -55,3 +57,28 @@ def test_unloadable_files(tmp_path):
         runtime.session(tmp_path / "junk.onnx")
     with pytest.raises(InputError, match="no such file"):
         runtime.session(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize("change,message", [
+    ("opset", "imports ai.dkp opset 2; this dkp-deploy implements opset 1"),
+    ("attribute", "unknown attribute(s) block_size"),
+    ("hub_node", "ai.dkp::DopedMatMul node"),
+])
+def test_unknown_ai_dkp_versions_attributes_and_nodes_are_refused(tmp_path, change, message):
+    """onnxruntime's custom-op API cannot see the domain version or a node's attributes: the deploy path checks."""
+    import onnx
+    from onnx import helper
+
+    path = to_onnx(mlp(), tmp_path / "m.onnx", quiet=True)
+    model = onnx.load(str(path))
+    node = next(n for n in model.graph.node if n.domain == "ai.dkp")
+    if change == "opset":
+        next(o for o in model.opset_import if o.domain == "ai.dkp").version = 2
+    elif change == "attribute":
+        node.attribute.append(helper.make_attribute("block_size", 4))
+    else:
+        node.op_type = "DopedMatMul"
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    with pytest.raises(InputError, match=re.escape(message)) as e:
+        runtime.session(tmp_path / "bad.onnx")
+    assert "bad.onnx" in str(e.value)

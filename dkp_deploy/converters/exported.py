@@ -70,4 +70,24 @@ def layers_from_metadata(meta: dict[str, str], path: object) -> dict[str, dict]:
         and len(info["shape"]) == 2 for info in layers.values()
     ):
         raise InputError("corrupt dkp.layers metadata", path)
+    _check_rebuild_memory(layers, path)
     return layers
+
+
+def _check_rebuild_memory(layers: dict[str, dict], path: object) -> None:
+    """Rebuilding every W in float64 must fit the memory limit (`dkp_deploy.checkpoint.max_memory`, --max-memory):
+    a small file may declare any shape, so the declared sizes are checked before anything is allocated."""
+    from ..checkpoint import _gib, _limit
+
+    sizes = {}
+    for name, info in layers.items():
+        m, n = info["shape"]
+        if not (isinstance(m, int) and isinstance(n, int)) or m < 0 or n < 0:
+            raise InputError(f"layer {name!r}: dkp.layers shape {info['shape']} is not two sizes", path)
+        sizes[name] = 8 * m * n
+    total, limit = sum(sizes.values()), _limit[0]
+    if total > limit:
+        big = max(sizes, key=sizes.get)
+        m, n = layers[big]["shape"]
+        raise InputError(f"layer {big!r} declares a {m} x {n} matrix: rebuilding the file's matrices needs "
+                         f"{_gib(total)}, over the {_gib(limit)} limit (--max-memory / max_memory=)", path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from ...errors import InputError
 from ...fileio import existing_file
@@ -33,6 +33,27 @@ def _dense(name: str, info: dict, arrays: dict[str, np.ndarray]) -> np.ndarray:
     return dense_from_parts(name, (m, n), parts, sparse)
 
 
+def _array(t: onnx.TensorProto, path: Path) -> np.ndarray:
+    """An initializer as an array; dims that its bytes do not fill (a cut file, a forged shape) are an InputError
+    before numpy is asked to allocate them."""
+    count = int(np.prod([int(d) for d in t.dims], dtype=object)) if t.dims else 1
+    if any(int(d) < 0 for d in t.dims):
+        raise InputError(f"tensor {t.name!r} has a negative dimension {list(t.dims)}", path)
+    if t.HasField("raw_data"):
+        try:
+            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"tensor {t.name!r} has an unknown data type {t.data_type}", path) from None
+        if count * itemsize != len(t.raw_data):
+            raise InputError(f"tensor {t.name!r}: dims {list(t.dims)} need {count * itemsize} bytes, the file holds "
+                             f"{len(t.raw_data)}", path)
+    try:
+        return numpy_helper.to_array(t)
+    except (ValueError, TypeError, MemoryError) as e:  # typed fields (float_data, ...) that do not fill the dims
+        raise InputError(f"tensor {t.name!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                         path) from None
+
+
 def load_exported(path: str | os.PathLike) -> ExportedModel:
     """The file's metadata, mode and dense W per matrix name (`ModelSpec.matrices()` names)."""
     p = existing_file(path)
@@ -42,7 +63,7 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
         raise InputError(f"not an ONNX file ({type(e).__name__})", p) from None
     meta = {m.key: m.value for m in model.metadata_props}
     layers = layers_from_metadata(meta, p)
-    arrays = {t.name: numpy_helper.to_array(t) for g in all_graphs(model.graph) for t in g.initializer}
+    arrays = {t.name: _array(t, p) for g in all_graphs(model.graph) for t in g.initializer}
     try:
         matrices = {name: _dense(name, info, arrays) for name, info in layers.items()}
     except InputError as e:
