@@ -95,3 +95,19 @@ def test_simplifiers_keep_the_state_inputs(tmp_path, tool, make):
     assert [i.name for i in onnx.load(str(out_path)).graph.input] == ["x", "h0", "c0"]
     report = validate(spec, out_path)  # with a fed state and without, at two T
     assert report.passed, report.table()
+
+
+def test_polygraphy_compares_the_custom_op_file_with_the_portable_one(tmp_path):
+    """polygraphy's CLI builds its own onnxruntime session (no custom-op library): its Python API takes ours."""
+    pytest.importorskip("polygraphy")
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+    from polygraphy.comparator import Comparator, DataLoader
+
+    spec = lstm_lm()
+    paths = {impl: to_onnx(spec, tmp_path / f"{impl}.onnx", mode="step", sparse_impl=impl, quiet=True)
+             for impl in ("custom", "portable")}
+    runners = [OnnxrtRunner(lambda p=p: runtime.session(p), name=impl) for impl, p in paths.items()]
+    results = Comparator.run(runners, data_loader=DataLoader(iterations=3, val_range={"x_t": (0, 10)}))
+    assert bool(Comparator.compare_accuracy(results))
+    for outputs in results["custom"]:
+        assert set(outputs.keys()) == {"y_t", "h_next", "c_next"}
