@@ -54,7 +54,7 @@ from data import load_corpus  # noqa: E402
 
 METHOD_ORDER = (
     "dense", "kp", "pruning", "lmf", "hmd", "doped_kp_no_cmr", "doped_kp_lindec", "doped_kp_constant",
-    "doped_kp_expdec",
+    "doped_kp_expdec", "doped_lmf", "doped_hmd",
 )
 LABELS = {
     "dense": "Dense baseline",
@@ -66,6 +66,8 @@ LABELS = {
     "doped_kp_lindec": "Doped KP, CMR linDec",
     "doped_kp_constant": "Doped KP, CMR constant",
     "doped_kp_expdec": "Doped KP, CMR expDec",
+    "doped_lmf": "Doped LMF, CMR linDec",
+    "doped_hmd": "Doped HMD, CMR linDec",
 }
 
 
@@ -139,6 +141,20 @@ def methods(s: Setting) -> dict[str, Method]:
     out["hmd"] = Method(
         "hmd", {"structure": "hmd", "rank": hmd_rank, "hmd_rows": hmd_rows, "density": 0.0},
         lstm_cf=M * N / (hmd_rows * N + hmd_rank * (M - hmd_rows + N)), notes={"rank": hmd_rank, "rows": hmd_rows},
+    )
+    # Table 3's doped LMF / HMD: the structure at half the budget, W_s pruned to the other half, CMR linDec
+    d_rank = max(1, round(0.5 * budget / (M + N)))
+    out["doped_lmf"] = Method(
+        "doped_lmf", {"structure": "lmf", "rank": d_rank}, final_density=(budget - d_rank * (M + N)) / (M * N),
+        cmr=s.cmr, lstm_cf=s.cf, notes={"rank": d_rank, "ws_density": (budget - d_rank * (M + N)) / (M * N)},
+    )
+    d_rows = max(1, round(0.25 * budget / N))
+    d_hrank = max(1, round((0.5 * budget - d_rows * N) / (M - d_rows + N)))
+    hmd_stored = d_rows * N + d_hrank * (M - d_rows + N)
+    out["doped_hmd"] = Method(
+        "doped_hmd", {"structure": "hmd", "rank": d_hrank, "hmd_rows": d_rows},
+        final_density=(budget - hmd_stored) / (M * N), cmr=s.cmr, lstm_cf=s.cf,
+        notes={"rank": d_hrank, "rows": d_rows, "ws_density": (budget - hmd_stored) / (M * N)},
     )
     for name, cmr, schedule in (
         ("doped_kp_no_cmr", 0.0, "linDec"),
@@ -340,6 +356,7 @@ def plot(results: dict[str, dict[str, Any]], s: Setting, path: Path) -> None:
         "dense": "0.35", "kp": "#8c564b", "pruning": "#9467bd", "lmf": "#e377c2", "hmd": "#bcbd22",
         "doped_kp_no_cmr": "#d62728",
         "doped_kp_lindec": "#1f77b4", "doped_kp_constant": "#ff7f0e", "doped_kp_expdec": "#2ca02c",
+        "doped_lmf": "#17becf", "doped_hmd": "#7f7f7f",
     }
     ax = axes[0]
     ppl = [results[n]["test_ppl"] for n in names]

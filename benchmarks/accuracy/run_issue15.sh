@@ -11,5 +11,9 @@ run() { nice -n 19 .venv/bin/python $R $C "$@"; }
 run --cf 100 --init uniform0.05 --only kp pruning doped_kp_no_cmr doped_kp_lindec --seeds 0 --out $O/fig3_cf100
 run --cf 100 --init uniform0.05 --only doped_kp_constant doped_kp_expdec doped_kp_lindec --seeds 0 --out $O/cmr_cf100
 run --cf 100 --init uniform0.05 --only kp pruning doped_kp_no_cmr doped_kp_lindec --seeds 0 1 --out $O/fig3_cf100
-run --cf 20 --init uniform0.05 --only kp lmf hmd doped_kp_no_cmr doped_kp_lindec --seeds 0 --out $O/table3_cf20
+run --cf 20 --init uniform0.05 --only kp lmf hmd doped_kp_lindec doped_lmf doped_hmd --seeds 0 --out $O/table3_cf20
+run --cf 100 --init uniform0.05 --only doped_kp_constant doped_kp_expdec doped_kp_lindec --seeds 0 1 --out $O/cmr_cf100
 run --cf 100 --init balanced --only kp pruning doped_kp_no_cmr doped_kp_lindec --seeds 0 --out $O/fig3_cf100_balanced
+# longer: 2000 steps, two seeds, the rows that decide Figure 3's ordering
+C="--hidden 128 --steps 2000 --eval-every 100 --optimizer sgd --jobs 1"
+run --cf 100 --init uniform0.05 --only pruning doped_kp_no_cmr doped_kp_lindec kp --seeds 0 1 --out $O/fig3_cf100_2000
