@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .measure import FULL, Budget, compare_groups, ort_runner, ort_session, tflite_runner
+from .measure import FULL, Budget, compare_groups, int8_dense, ort_runner, ort_session, tflite_runner
 from .workloads import MEDIUM_KRON, densified, layer_spec, matrix_bytes, matvec_macs
 
 CFS = (10, 20, 25)
@@ -42,6 +42,7 @@ def run(
         files: dict[tuple[str, Any], Path] = {}
         dense_spec = densified(specs[cfs[0]])  # same shapes for every CF: one dense baseline per runtime
         files["ort", "dense"] = to_onnx_file(to_onnx, dense_spec, Path(tmp) / "dense.onnx", "dense")
+        files["ort", "int8"] = int8_dense(files["ort", "dense"], Path(tmp) / "int8.onnx")
         for cf, spec in specs.items():
             for impl in ORT_IMPLS:
                 files["ort", (impl, cf)] = to_onnx_file(to_onnx, spec, Path(tmp) / f"{impl}_{cf}.onnx", impl)
@@ -83,6 +84,8 @@ def run(
                 }
                 for impl in ORT_IMPLS:
                     rows.append(_row(common, "ORT", impl, t["ort", (impl, cf)], t["ort", "dense"]))
+                # against onnxruntime's int8 dynamic quantization of the dense layer
+                rows.append(_row(common, "ORT vs int8", "custom", t["ort", ("custom", cf)], t["ort", "int8"]))
                 if tflite:
                     rows.append(_row(common, "TFLite", "doped", t["tflite", cf], t["tflite", "dense"]))
                     xnn = t["tflite", "dense_xnnpack"]

@@ -13,8 +13,8 @@ from typing import Any
 
 from ..signature import random_feeds
 from ..spec import ModelSpec
-from .measure import FULL, Budget, compare_groups, ort_runner, ort_session, tflite_runner
-from .workloads import LARGE, MEDIUM, QUICK, LMShape, densified, lm_specs, matrix_bytes, matvec_macs
+from .measure import FULL, Budget, compare_groups, int8_dense, ort_runner, ort_session, tflite_runner
+from .workloads import LARGE, MEDIUM, QUICK, LMShape, densified, doped_decoder, lm_specs, matrix_bytes, matvec_macs
 
 SHAPES = (MEDIUM[10], MEDIUM[20], MEDIUM[25], LARGE)
 # the LM steps also exported by the general path (torch needed; else skipped)
@@ -70,16 +70,21 @@ def run(
     rows = []
     for shape in shapes:
         lstm_spec, lm_spec = lm_specs(shape, seed=int(shape.cf))
+        lmd_spec = doped_decoder(lm_spec, shape.cf, seed=int(shape.cf) + 1)  # the decoder doped too
         with tempfile.TemporaryDirectory(prefix="dkp-bench-") as tmp:
             d = Path(tmp)
             fns, sizes = {}, {}
-            for part, spec in (("lstm", lstm_spec), ("lm", lm_spec)):
+            for part, spec in (("lstm", lstm_spec), ("lm", lm_spec), ("lmd", lmd_spec)):
                 feeds = random_feeds(spec, "step", batch=batch, seed=1)
-                for impl in ORT_IMPLS:
+                for impl in ORT_IMPLS if part != "lmd" else ("custom",):
                     path = d / f"{part}_{impl}.onnx"
                     to_onnx(spec, path, sparse_impl=impl, mode="step", quiet=True)
                     sizes[part, impl] = path.stat().st_size
                     fns[part, impl] = ort_runner(ort_session(path, threads), feeds)
+                if part != "lmd":
+                    path = int8_dense(d / f"{part}_dense.onnx", d / f"{part}_int8.onnx")
+                    sizes[part, "int8"] = path.stat().st_size
+                    fns[part, "int8"] = ort_runner(ort_session(path, threads), feeds)
                 if part == "lm" and shape.name in GENERAL_SHAPES and general_lm_step(spec, d / "general.onnx"):
                     sizes[part, "general"] = (d / "general.onnx").stat().st_size
                     fns[part, "general"] = _general_runner(d / "general.onnx", feeds, threads)
@@ -92,7 +97,8 @@ def run(
                     # builtin kernels like the doped model's, and XNNPACK as a user of the dense model gets it
                     fns[part, "tflite_dense"] = tflite_runner(dense, feeds, threads, default_delegates=False)
                     fns[part, "tflite_dense_xnnpack"] = tflite_runner(dense, feeds, threads, default_delegates=True)
-            groups = [[(part, impl) for impl in ORT_IMPLS] for part in ("lstm", "lm")]
+            groups = [[(part, impl) for impl in (*ORT_IMPLS, "int8")] for part in ("lstm", "lm")]
+            groups[1].append(("lmd", "custom"))  # timed in the LM's rounds, next to its dense and int8 files
             if ("lm", "general") in fns:
                 fns["lm", "custom_g"] = fns["lm", "custom"]
                 groups.append([("lm", "custom_g"), ("lm", "general")])
@@ -136,6 +142,12 @@ def _row(shape, lstm_spec, lm_spec, t, sizes, batch, tflite) -> dict[str, Any]:
     for part in ("lstm", "lm"):
         for impl in ("custom", "portable"):
             row[f"speedup_{part}_{impl}"] = t[part, "dense"].seconds / t[part, impl].seconds
+        # against onnxruntime's int8 dynamic quantization of the dense model (the anchor a user tries first)
+        row[f"speedup_{part}_int8"] = t[part, "dense"].seconds / t[part, "int8"].seconds
+        row[f"{part}_custom_vs_int8"] = t[part, "int8"].seconds / t[part, "custom"].seconds
+    # whole-model doping: the LM with its decoder doped at the same CF, against the dense and int8 LMs
+    row["speedup_lmd_custom"] = t["lm", "dense"].seconds / t["lmd", "custom"].seconds
+    row["lmd_custom_vs_int8"] = t["lm", "int8"].seconds / t["lmd", "custom"].seconds
     if ("lm", "general") in t:  # the general path's file over the native one, timed side by side
         row["general_vs_native_lm"] = t["lm", "custom_g"].seconds / t["lm", "general"].seconds
     if tflite:

@@ -78,7 +78,9 @@ def model_table(rows: list[dict[str, Any]]) -> list[Table]:
         "model", "CF", "W_s sparsity (paper)", "MAC red. LSTM (paper)", "LSTM weights dense -> doped", "bytes bound",
         "dense step", "doped step", "LSTM step ORT custom", "ORT portable", "TFLite (vs XNNPACK dense)",
         "paper (RPi 4)",
-        "whole LM ORT custom", "whole LM bytes bound", "LM step general path (speed vs native)",
+        "whole LM ORT custom", "whole LM bytes bound", "LSTM step: ORT int8 dense / doped vs int8",
+        "whole LM: ORT int8 dense / doped vs int8", "LM, decoder doped too: vs dense / vs int8",
+        "LM step general path (speed vs native)",
     ]
     body = []
     for r in rows:
@@ -100,6 +102,9 @@ def model_table(rows: list[dict[str, Any]]) -> list[Table]:
             _x(r.get("paper_speedup")),
             _x(r["speedup_lm_custom"]),
             _x(r["bytes_bound_model"], 1),
+            f"{_x(r.get('speedup_lstm_int8'))} / {_x(r.get('lstm_custom_vs_int8'))}",
+            f"{_x(r.get('speedup_lm_int8'))} / {_x(r.get('lm_custom_vs_int8'))}",
+            f"{_x(r.get('speedup_lmd_custom'))} / {_x(r.get('lmd_custom_vs_int8'))}",
             _x(r.get("general_vs_native_lm")),
         ])
     batch = rows[0]["batch"] if rows else 1

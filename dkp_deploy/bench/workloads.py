@@ -125,6 +125,14 @@ def lm_specs(shape: LMShape, seed: int = 0) -> tuple[ModelSpec, ModelSpec]:
     return ModelSpec("lstm", [lstm]), ModelSpec("lstm_lm", [embed, lstm, decoder])
 
 
+def doped_decoder(lm: ModelSpec, cf: float, seed: int = 0) -> ModelSpec:
+    """The LM with its vocab x hidden decoder doped too (kron + W_s at `cf`): whole-model doping."""
+    embed, lstm, decoder = lm.blocks
+    m, n = decoder.weight.shape
+    w = doped_matrix(m, n, cf, np.random.default_rng(seed))
+    return ModelSpec("lstm_lm", [embed, lstm, Linear(decoder.name, w, decoder.bias)])
+
+
 def densified(spec: ModelSpec) -> ModelSpec:
     """The same model with every matrix folded to a dense W: the baseline (what the paper calls 1x)."""
 
