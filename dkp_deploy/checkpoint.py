@@ -43,7 +43,7 @@ from .spec import (
 )
 
 FORMAT = "dkp-deploy-checkpoint"
-VERSION = 1  # the newest format version this module writes and reads
+VERSION = 2  # the newest format version this module writes and reads (2: config.layers.<name>.sparse_block)
 DEFAULT_MAX_MEMORY = 4 << 30  # bytes a checkpoint may need once loaded and folded; `max_memory` / --max-memory
 _limit = [DEFAULT_MAX_MEMORY]  # the active limit (a list: `max_memory` swaps it without a global statement)
 _MAX_DEPTH = 32  # nesting allowed in config / metadata: deeper is a malformed (or hostile) file

@@ -75,8 +75,10 @@ def dope_matrix(
     kron_shape: KronShape | None = None,
     rank: int | None = None,
     hmd_rows: int | None = None,
+    sparse_block: tuple[int, int] | None = None,
 ) -> DopedLinear:
-    """A DopedLinear approximating the dense W (M x N) + bias at `cf` or `density` (see the module docstring)."""
+    """A DopedLinear approximating the dense W (M x N) + bias at `cf` or `density` (see the module docstring);
+    `sparse_block` (r, c): W_s kept in whole r x c blocks (nnz rounded to a multiple of r c)."""
     if (cf is None) == (density is None):
         raise InputError("compress: give exactly one of cf= and density=")
     if cf is not None and not cf > 0:
@@ -117,6 +119,12 @@ def dope_matrix(
         raise InputError(f"compress: unknown structure {structure!r} (kron, lmf, hmd, none)")
     params = sum(int(f.numel()) for f in factors.values())
     nnz = _nnz_for(M, N, params, cf, density)
+    if sparse_block is not None:
+        r, c = sparse_block
+        if M % r or N % c:
+            raise _Unreachable(f"compress: sparse_block {tuple(sparse_block)} does not tile a {M} x {N} matrix")
+        nnz = round(nnz / (r * c)) * r * c
+        kw["sparse_block"] = tuple(sparse_block)
     layer = DopedLinear(N, M, bias is not None, device=W.device, dtype=W.dtype, **kw)
     residual = W64 - structured
     with torch.no_grad():
@@ -276,6 +284,7 @@ def compress(
     kron_shape: KronShape | None = None,
     rank: int | None = None,
     hmd_rows: int | None = None,
+    sparse_block: tuple[int, int] | None = None,
     return_report: bool = False,
 ) -> nn.Module | tuple[nn.Module, CompressionReport]:
     """A doped copy of `model` (the input is never modified), and with ``return_report`` its `CompressionReport`.
@@ -288,6 +297,8 @@ def compress(
     fit `kron_shape`), Linears whose weight is tied to another module, nn.LSTM with proj_size, and
     nn.MultiheadAttention (its forward reads its projections' weights). A `DopedLSTMLM` keeps its dense decoder.
     `kron_shape` applies to every matrix (None: `choose_kron_shape` each); `rank` / `hmd_rows` for lmf / hmd.
+    `sparse_block=(1, 4)`: every W_s kept in 1 x 4 blocks (TFLite's fast sparse kernel; a matrix the block does not
+    tile stays dense, reported).
     """
     if (cf is None) == (density is None):
         raise InputError("compress: give exactly one of cf= and density=")
@@ -306,6 +317,7 @@ def compress(
         "kron_shape": kron_shape,
         "rank": rank,
         "hmd_rows": hmd_rows,
+        "sparse_block": sparse_block,
     }
     inc = None if include is None else [include] if isinstance(include, str) else list(include)
     exc = [] if exclude is None else [exclude] if isinstance(exclude, str) else list(exclude)

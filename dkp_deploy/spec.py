@@ -83,6 +83,17 @@ class CSR:
         csr.values = np.asarray(values)[mask].astype(np.float32)  # boolean indexing is row-major, like CSR
         return csr
 
+    def block_columns(self, width: int) -> np.ndarray | None:
+        """The block-column index (col // width) of each 1 x `width` block, when the entries form whole aligned
+        1 x `width` blocks (each row's columns in runs `width * j, ..., width * j + width - 1`); else None."""
+        n = self.shape[1]
+        if width < 2 or n % width or self.nnz % width or np.any(np.diff(self.row_ptr.astype(np.int64)) % width):
+            return None
+        cols = self.col_idx.astype(np.int64).reshape(-1, width)
+        if np.any(cols[:, 0] % width) or np.any(cols - cols[:, :1] != np.arange(width)):
+            return None
+        return (cols[:, 0] // width).astype(np.int32)
+
     def to_dense(self, dtype: Any = np.float64) -> np.ndarray:
         m, n = self.shape
         out = np.zeros((m, n), dtype=dtype)

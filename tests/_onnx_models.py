@@ -93,6 +93,29 @@ def big_mlp(seed: int = 3) -> ModelSpec:
     return spec
 
 
+def block_sparse(rng: np.random.Generator, m: int, n: int, density: float, width: int = 4) -> CSR:
+    """An m x n W_s of whole aligned 1 x `width` blocks (what DopedLinear(sparse_block=(1, 4)) prunes to)."""
+    blocks = rng.random((m, n // width)) < density
+    blocks[0] = False  # an empty row
+    mask = np.repeat(blocks, width, axis=1)
+    return CSR.from_mask((0.3 * rng.standard_normal((m, n))).astype(np.float32), mask)
+
+
+def block_lstm(seed: int = 4) -> ModelSpec:
+    """A 2-layer LSTM (I = 12, H = 16) whose W_s are 1 x 4 block sparse: TFLite's fast sparse kernel."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for k in range(2):
+        n = (12 if k == 0 else 16) + 16
+        w = DopedMatrix((64, n), "kron", {"B": (0.3 * rng.standard_normal((8, 4))).astype(np.float32),
+                                          "C": (0.3 * rng.standard_normal((8, n // 4))).astype(np.float32)},
+                        block_sparse(rng, 64, n, 0.2))
+        layers.append(LSTMLayer(w, bias(rng, 64)))
+    spec = ModelSpec("lstm", [LSTM("lstm", 12, 16, layers)])
+    spec.check()
+    return spec
+
+
 def single(w: DopedMatrix, b: np.ndarray | None = None) -> ModelSpec:
     """An MLP of the one Linear block `fc` (W = w, bias b)."""
     spec = ModelSpec("mlp", [Linear("fc", w, b)])

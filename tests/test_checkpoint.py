@@ -236,7 +236,7 @@ W_S = ["blocks", 0, "weight", "W_s"]
 EDITS = {
     "newer_version": (
         _set(["version"], 3),
-        r"newer dkp-deploy \(format version 3\); this reader supports up to 1: upgrade",
+        r"newer dkp-deploy \(format version 3\); this reader supports up to 2: upgrade",
     ),
     "version_zero": (_set(["version"], 0), "unknown checkpoint format version 0"),
     "version_string": (_set(["version"], "1"), "unknown checkpoint format version '1'"),

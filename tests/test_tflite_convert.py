@@ -186,6 +186,47 @@ def test_sparse_weight_layout(tmp_path):
     assert [(c.BuiltinCode(), c.Version()) for c in codes] == [(tflite.BuiltinOperator.FULLY_CONNECTED, 8)]
 
 
+def test_block_sparse_weight_layout(tmp_path):
+    """1 x 4 block W_s: TFLite's block CSR (order [0, 1, 2], block map [1], dims DENSE M / SPARSE_CSR / DENSE 4),
+    which picks the optimized FullyConnectedSparseWeight1x4 kernel; right against the reference, rebuilt by the
+    reader, and a pattern that is not whole aligned blocks stays random-sparse CSR."""
+    from _onnx_models import block_lstm
+
+    from dkp_deploy.converters.tflite import load_exported
+
+    spec = block_lstm()
+    path = to_tflite(spec, tmp_path / "b.tflite", mode="step", quiet=True)
+    model = _model(path)
+    w_s = spec.lstm.layers[0].weight.sparse
+    t = next(t for t in _tensors(model) if t.Name() == b"lstm.0/W_s")
+    s = t.Sparsity()
+    assert list(s.TraversalOrderAsNumpy()) == [0, 1, 2] and list(s.BlockMapAsNumpy()) == [1]
+    d1, d2 = s.DimMetadata(1), s.DimMetadata(2)
+    assert d1.Format() == tflite.DimensionType.SPARSE_CSR and (d2.Format(), d2.DenseSize()) == (
+        tflite.DimensionType.DENSE, 4)
+    for table, want in ((d1.ArraySegments(), w_s.row_ptr // 4), (d1.ArrayIndices(), w_s.col_idx[::4] // 4)):
+        vec = tflite.Int32Vector()
+        vec.Init(table.Bytes, table.Pos)
+        np.testing.assert_array_equal(vec.ValuesAsNumpy(), want)
+    np.testing.assert_array_equal(model.Buffers(t.Buffer()).DataAsNumpy().view("<f4"), w_s.values)
+    for k, layer in enumerate(spec.lstm.layers):
+        np.testing.assert_allclose(load_exported(path).matrices[f"lstm.{k}"], layer.weight.dense(), atol=1e-7)
+    feeds = signature.random_feeds(spec, "step", batch=3, seed=2)
+    out, ref = rt.run(path, feeds), reference.run(spec, feeds, "step")
+    for name in ref:
+        np.testing.assert_allclose(out[name], ref[name], atol=2e-6)
+    # only whole aligned 1 x 4 blocks count (anything else is written as random-sparse CSR)
+    from dkp_deploy.spec import CSR
+
+    def row(cols: list[int]) -> CSR:
+        return CSR((1, 8), np.array([0, len(cols)], np.int32), np.array(cols, np.int32), np.ones(len(cols), np.float32))
+
+    assert list(row([4, 5, 6, 7]).block_columns(4)) == [1]
+    assert list(row([0, 1, 2, 3, 4, 5, 6, 7]).block_columns(4)) == [0, 1]
+    assert row([1, 2, 3, 4]).block_columns(4) is None and row([0, 1, 2]).block_columns(4) is None
+    assert row([0, 1, 3, 2]).block_columns(4) is None
+
+
 def test_buffers_aligned_and_signature(tmp_path):
     spec = lstm_lm()
     path = to_tflite(spec, tmp_path / "lm.tflite", quiet=True)

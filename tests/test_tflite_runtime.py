@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _onnx_models import big_mlp, lstm, lstm_lm, mlp
+from _onnx_models import big_mlp, block_lstm, lstm, lstm_lm, mlp
 
 from dkp_deploy import reference, signature
 from dkp_deploy import tflite as rt
@@ -46,34 +46,36 @@ _DEFAULT_DELEGATE_PROBE = """
 import json, sys
 import numpy as np
 sys.path.insert(0, {tests!r})
-from _onnx_models import big_mlp
+from _onnx_models import big_mlp, block_lstm
 from dkp_deploy import reference, signature, tflite as rt
-spec = big_mlp()
+spec = {make}()
+mode = "step" if spec.is_recurrent else "sequence"
 interp = rt.interpreter({path!r}, default_delegates=True)
 delegated = {{int(i) for op in interp._get_ops_details() if op["op_name"] == "DELEGATE" for i in op["inputs"]}}
 sparse = {{d["index"] for d in interp.get_tensor_details() if d["sparsity_parameters"]}}
-feeds = signature.random_feeds(spec, batch=2, seed=5)
-ref = reference.run(spec, feeds)["y"]
-out = rt.run(interp, feeds)["y"]
-error = float(np.abs(out - ref).max() / max(1.0, np.abs(ref).max()))
+feeds = signature.random_feeds(spec, mode, batch=2, seed=5)
+ref, out = reference.run(spec, feeds, mode), rt.run(interp, feeds)
+error = max(float(np.abs(out[k] - ref[k]).max() / max(1.0, np.abs(ref[k]).max())) for k in ref)
 print(json.dumps({{"delegate_active": bool(delegated), "claims_sparse": bool(delegated & sparse),
                    "error": error if np.isfinite(error) else 1e30}}))
 """
 
 
-def _default_delegate_probe(path: Path) -> tuple[int, dict, str]:
-    code = _DEFAULT_DELEGATE_PROBE.format(tests=str(ROOT / "tests"), path=str(path))
+def _default_delegate_probe(path: Path, make: str = "big_mlp") -> tuple[int, dict, str]:
+    code = _DEFAULT_DELEGATE_PROBE.format(tests=str(ROOT / "tests"), path=str(path), make=make)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     lines = proc.stdout.strip().splitlines()
     return proc.returncode, (json.loads(lines[-1]) if proc.returncode == 0 and lines else {}), proc.stderr[-2000:]
 
 
-def test_default_delegate_on_our_sparse_weights(tmp_path):
+@pytest.mark.parametrize("make", ["big_mlp", "block_lstm"])
+def test_default_delegate_on_our_sparse_weights(tmp_path, make):
     """Our files (sparse FULLY_CONNECTED at op version 8, as TFLite's versioning rules assign to sparse weights):
     the default XNNPACK delegate takes the dense ops, declines the sparse FC, and the builtin kernel computes it
     (ai-edge-litert 2.3, tflite-runtime 2.14). Fails loudly if that changes, so the resolver policy is revisited."""
-    path = to_tflite(big_mlp(), tmp_path / "doped.tflite", quiet=True)
-    code, seen, err = _default_delegate_probe(path)
+    spec = {"big_mlp": big_mlp, "block_lstm": block_lstm}[make]()
+    path = to_tflite(spec, tmp_path / "doped.tflite", mode="step", quiet=True)
+    code, seen, err = _default_delegate_probe(path, make)
     assert code == 0, f"the default delegate now CRASHES on our sparse weights (exit {code})\n{err}"
     assert seen["delegate_active"], "the default delegate no longer delegates anything: the probe proves nothing"
     assert not seen["claims_sparse"], f"the default delegate now claims our sparse FCs (error {seen['error']:.3g})"
@@ -99,7 +101,8 @@ def test_default_delegate_goes_wrong_on_sparse_weights(tmp_path, monkeypatch):
 
 def _artifacts(directory: Path) -> None:
     """Models, feeds and float64 reference outputs for tests/tflite_runtime_check.py."""
-    for name, spec in (("mlp", mlp()), ("lstm", lstm()), ("lstm_lm", lstm_lm()), ("big_mlp", big_mlp())):
+    for name, spec in (("mlp", mlp()), ("lstm", lstm()), ("lstm_lm", lstm_lm()), ("big_mlp", big_mlp()),
+                       ("block_lstm", block_lstm())):
         to_tflite(spec, directory / f"{name}.tflite", quiet=True)
         feeds = signature.random_feeds(spec, "step", batch=3, seed=11)
         ref = reference.run(spec, feeds, "step")
@@ -120,7 +123,7 @@ def test_tflite_runtime_214_parity(tmp_path):
     _artifacts(tmp_path)
     proc = _check(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "4/4 models" in proc.stdout and "tflite_runtime" in proc.stdout, proc.stdout
+    assert "5/5 models" in proc.stdout and "tflite_runtime" in proc.stdout, proc.stdout
     # The check must be able to fail: a perturbed reference output is caught (exit 1).
     with np.load(tmp_path / "lstm.npz") as z:
         arrays = {k: z[k] for k in z.files}

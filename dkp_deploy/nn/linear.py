@@ -48,6 +48,7 @@ class DopedLinear(nn.Module):
         hmd_rows: int | None = None,
         density: float = 1.0,
         cmr: float = 0.0,
+        sparse_block: tuple[int, int] | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
@@ -58,6 +59,7 @@ class DopedLinear(nn.Module):
             raise ValueError(f"features must be positive, got {in_features} -> {out_features}")
         M, N = out_features, in_features
         self.in_features, self.out_features, self.structure = N, M, structure
+        self.sparse_block = _check_block(sparse_block, M, N)
         self.kron_shape: KronShape | None = None
         self.rank: int | None = None
         self.hmd_rows: int | None = None
@@ -199,20 +201,28 @@ class DopedLinear(nn.Module):
 
     @torch.no_grad()
     def set_density(self, density: float) -> None:
-        """Magnitude-prune W_s to exactly round(density * M * N) nonzeros of the mask, keeping the largest |W_s|.
+        """Magnitude-prune W_s to round(density * M * N) nonzeros of the mask, keeping the largest |W_s|.
 
-        Pruned entries of W_s are zeroed too, so a later, higher density regrows from zeros.
+        With `sparse_block` (r, c), whole r x c blocks are kept or pruned by their L2 norm, round(density * M * N /
+        (r c)) of them (the TFLite 1x4 kernel's layout). Pruned entries of W_s are zeroed too, so a later, higher
+        density regrows from zeros.
         """
         if not 0.0 <= float(density) <= 1.0:
             raise ValueError(f"density must be in [0, 1], got {density}")
-        total = self.W_s.numel()
-        k = round(float(density) * total)
-        if k == total:
+        scores = self.sparse_weight().detach().abs()
+        if self.sparse_block is not None:
+            (r, c), (M, N) = self.sparse_block, self.W_s.shape
+            scores = scores.square().reshape(M // r, r, N // c, c).sum(dim=(1, 3)).sqrt()
+        k = round(float(density) * scores.numel())
+        if k == scores.numel():
             self.mask.fill_(True)
         else:
-            keep = torch.topk(self.sparse_weight().detach().abs().flatten(), k, sorted=False).indices
-            mask = torch.zeros(total, dtype=torch.bool, device=self.mask.device)
+            keep = torch.topk(scores.flatten(), k, sorted=False).indices
+            mask = torch.zeros(scores.numel(), dtype=torch.bool, device=self.mask.device)
             mask[keep] = True
+            mask = mask.view_as(scores)
+            if self.sparse_block is not None:
+                mask = mask.repeat_interleave(self.sparse_block[0], 0).repeat_interleave(self.sparse_block[1], 1)
             self.mask.copy_(mask.view_as(self.mask))
         self.W_s.mul_(self.mask)
 
@@ -247,10 +257,25 @@ class DopedLinear(nn.Module):
             parts.append(f"rank={self.rank}")
         if self.hmd_rows is not None:
             parts.append(f"hmd_rows={self.hmd_rows}")
+        if self.sparse_block is not None:
+            parts.append(f"sparse_block={self.sparse_block}")
         parts.append(f"density={self.density:.4g}")
         if self.cmr:
             parts.append(f"cmr={self.cmr:g}")
         return ", ".join(parts)
+
+
+def _check_block(block: Any, m: int, n: int) -> tuple[int, int] | None:
+    """`sparse_block` as (rows, cols), which must tile the M x N matrix; (1, 1) means unstructured (None)."""
+    if block is None:
+        return None
+    try:
+        r, c = (int(v) for v in block)
+    except (TypeError, ValueError):
+        raise ValueError(f"sparse_block must be (rows, cols), got {block!r}") from None
+    if r < 1 or c < 1 or m % r or n % c:
+        raise ValueError(f"sparse_block {(r, c)} must tile the {m} x {n} W_s (rows divide M, cols divide N)")
+    return None if (r, c) == (1, 1) else (r, c)
 
 
 def doped_layers(model: nn.Module) -> list[DopedLinear]:

@@ -50,10 +50,18 @@ def dense_matrix(weight: torch.Tensor) -> DopedMatrix:
     return DopedMatrix(tuple(weight.shape), "dense", {"W": _np(weight)})
 
 
+def _layer_config(layer: DopedLinear) -> dict[str, Any]:
+    """What a DopedLinear keeps in the checkpoint beyond its tensors (format version 2 added sparse_block)."""
+    cfg: dict[str, Any] = {"cmr": layer.cmr}
+    if layer.sparse_block is not None:
+        cfg["sparse_block"] = list(layer.sparse_block)
+    return cfg
+
+
 def _linear_block(name: str, layer: nn.Module, layer_cfg: dict[str, Any]) -> Linear:
     bias = None if layer.bias is None else _np(layer.bias)
     if isinstance(layer, DopedLinear):
-        layer_cfg[name] = {"cmr": layer.cmr}
+        layer_cfg[name] = _layer_config(layer)
         return Linear(name, doped_matrix(layer), bias)
     return Linear(name, dense_matrix(layer.weight), bias)
 
@@ -64,7 +72,7 @@ def _lstm_block(lstm: nn.Module, name: str, layer_cfg: dict[str, Any]) -> LSTM:
             raise InputError("to_spec: a bidirectional DopedLSTM has no model spec (unidirectional only)")
         layers = []
         for k, cell in enumerate(lstm.cells):
-            layer_cfg[f"{name}.{k}"] = {"cmr": cell.cmr}
+            layer_cfg[f"{name}.{k}"] = _layer_config(cell)
             bias = _np(cell.bias) if cell.bias is not None else np.zeros(cell.out_features, np.float32)
             layers.append(LSTMLayer(doped_matrix(cell), bias))
         return LSTM(name, lstm.input_size, lstm.hidden_size, layers, batch_first=lstm.batch_first)
@@ -126,11 +134,14 @@ def to_spec(module: nn.Module) -> ModelSpec:
 
 
 # -- spec -> torch ------------------------------------------------------------------------------------
-def doped_linear_from_matrix(matrix: DopedMatrix, bias: np.ndarray | None, *, cmr: float = 0.0) -> DopedLinear:
+def doped_linear_from_matrix(
+    matrix: DopedMatrix, bias: np.ndarray | None, *, cmr: float = 0.0, sparse_block: Any = None
+) -> DopedLinear:
     """A DopedLinear holding exactly `matrix` (a "dense" matrix becomes structure "none" with a full mask)."""
     M, N = matrix.shape
     f = matrix.factors
-    kwargs: dict[str, Any] = {"structure": "none" if matrix.structure == "dense" else matrix.structure}
+    kwargs: dict[str, Any] = {"structure": "none" if matrix.structure == "dense" else matrix.structure,
+                              "sparse_block": sparse_block}
     if matrix.structure == "kron":
         kwargs["kron_shape"] = matrix.kron_shape
     elif matrix.structure in ("lmf", "hmd"):
@@ -162,10 +173,16 @@ def doped_linear_from_matrix(matrix: DopedMatrix, bias: np.ndarray | None, *, cm
     return layer
 
 
+def _layer_kwargs(layer_cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    cfg = layer_cfg.get(name, {}) or {}
+    block = cfg.get("sparse_block")
+    return {"cmr": cfg.get("cmr", 0.0), "sparse_block": tuple(block) if block else None}
+
+
 def _linear_from_block(block: Linear, layer_cfg: dict[str, Any]) -> nn.Module:
     w = block.weight
     if w.structure != "dense":
-        return doped_linear_from_matrix(w, block.bias, cmr=layer_cfg.get(block.name, {}).get("cmr", 0.0))
+        return doped_linear_from_matrix(w, block.bias, **_layer_kwargs(layer_cfg, block.name))
     M, N = w.shape
     layer = nn.Linear(N, M, bias=block.bias is not None)
     with torch.no_grad():
@@ -190,10 +207,8 @@ def _lstm_from_block(block: LSTM, config: dict[str, Any], layer_cfg: dict[str, A
                 getattr(lstm, f"bias_ih_l{k}").copy_(torch.from_numpy(np.asarray(layer.bias, dtype=np.float32)))
                 getattr(lstm, f"bias_hh_l{k}").zero_()
         return lstm
-    cells = [
-        doped_linear_from_matrix(layer.weight, layer.bias, cmr=layer_cfg.get(f"{block.name}.{k}", {}).get("cmr", 0.0))
-        for k, layer in enumerate(block.layers)
-    ]
+    cells = [doped_linear_from_matrix(layer.weight, layer.bias, **_layer_kwargs(layer_cfg, f"{block.name}.{k}"))
+             for k, layer in enumerate(block.layers)]
     return DopedLSTM.from_cells(cells, I, H, batch_first=block.batch_first, dropout=dropout)
 
 

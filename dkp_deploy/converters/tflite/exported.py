@@ -30,18 +30,36 @@ def _index_vector(kind: int, table) -> np.ndarray:
 
 
 def sparse_csr(tensor, values: np.ndarray) -> CSR:
-    """The CSR matrix a random-sparse (dim 0 DENSE, dim 1 SPARSE_CSR) TFLite tensor holds."""
+    """The CSR matrix a sparse TFLite weight holds: random-sparse (dim 0 DENSE, dim 1 SPARSE_CSR) or 1 x 4 block
+    sparse (block map [1], dim 2 DENSE 4; expanded to the CSR of its blocks' entries)."""
     name = tensor.Name().decode()
     s = tensor.Sparsity()
     shape = tuple(int(d) for d in tensor.ShapeAsNumpy())
     order = list(s.TraversalOrderAsNumpy()) if s.TraversalOrderLength() else []
-    if len(shape) != 2 or order != [0, 1] or s.BlockMapLength() or s.DimMetadataLength() != 2:
-        raise InputError(f"tensor {name!r}: sparsity is not 2-D random-sparse CSR (traversal order [0, 1])")
+    block_map = list(s.BlockMapAsNumpy()) if s.BlockMapLength() else []
+    ndims = s.DimMetadataLength()
+    random = order == [0, 1] and not block_map and ndims == 2
+    blocked = order == [0, 1, 2] and block_map == [1] and ndims == 3
+    if len(shape) != 2 or not (random or blocked):
+        raise InputError(f"tensor {name!r}: sparsity is neither 2-D random-sparse CSR (traversal order [0, 1]) nor "
+                         "1 x k block CSR (order [0, 1, 2], block map [1])")
     d0, d1 = s.DimMetadata(0), s.DimMetadata(1)
     if d0.Format() != DimensionType.DENSE or d1.Format() != DimensionType.SPARSE_CSR or d0.DenseSize() != shape[0]:
         raise InputError(f"tensor {name!r}: expected dim 0 DENSE (size {shape[0]}) and dim 1 SPARSE_CSR")
-    row_ptr = _index_vector(d1.ArraySegmentsType(), d1.ArraySegments())
-    col_idx = _index_vector(d1.ArrayIndicesType(), d1.ArrayIndices())
+    segments = _index_vector(d1.ArraySegmentsType(), d1.ArraySegments())
+    indices = _index_vector(d1.ArrayIndicesType(), d1.ArrayIndices())
+    width = 1
+    if blocked:
+        d2 = s.DimMetadata(2)
+        width = int(d2.DenseSize())
+        if d2.Format() != DimensionType.DENSE or width < 1 or shape[1] % width:
+            raise InputError(f"tensor {name!r}: block dim must be DENSE and divide {shape[1]}, got {width}")
+        if indices.size * width != values.size:
+            raise InputError(f"tensor {name!r}: {indices.size} blocks of {width} need {indices.size * width} values, "
+                             f"the buffer holds {values.size}")
+    # blocks -> entries: block j of a row covers columns width*j .. width*j + width - 1
+    row_ptr = (segments.astype(np.int64) * width).astype(np.int32)
+    col_idx = (indices.astype(np.int64)[:, None] * width + np.arange(width)).ravel().astype(np.int32)
     csr = CSR((shape[0], shape[1]), row_ptr, col_idx, values.astype(np.float32))
     csr.check(name)
     return csr
