@@ -537,6 +537,30 @@ def test_random_pickle_corruption_gives_only_input_error(
 # -- torch modules -----------------------------------------------------------------------------------------------
 
 
+def test_sparse_block_round_trip_and_a_version_1_file(tmp_path: Path) -> None:
+    """Format 2 keeps a DopedLinear's sparse_block; a version-1 file (no such key) still reads, as unstructured."""
+    nn_mod = pytest.importorskip("dkp_deploy.nn")
+    from dkp_deploy.checkpoint import load
+
+    torch.manual_seed(0)
+    lstm = nn_mod.DopedLSTM(12, 8, 2, sparse_block=(1, 4), density=0.2)
+    save(lstm, tmp_path / "v2.pt")
+    loaded = load(tmp_path / "v2.pt")
+    assert [c.sparse_block for c in loaded.cells] == [(1, 4), (1, 4)]
+    assert all(torch.equal(a.mask, b.mask) for a, b in zip(lstm.cells, loaded.cells))
+    raw = torch.load(tmp_path / "v2.pt", weights_only=True)
+    assert raw["version"] == VERSION == 2
+    raw["version"] = 1
+    for cfg in raw["config"]["layers"].values():
+        cfg.pop("sparse_block")
+    torch.save(raw, tmp_path / "v1.pt")
+    old = load(tmp_path / "v1.pt")
+    assert [c.sparse_block for c in old.cells] == [None, None]
+    v1, v2 = load_spec(tmp_path / "v1.pt", use_torch=False), load_spec(tmp_path / "v2.pt")
+    for name, w in v2.matrices().items():  # the same tensors; only the config differs
+        assert np.array_equal(v1.matrices()[name].dense(), w.dense()), name
+
+
 def test_torch_module_round_trip(tmp_path: Path) -> None:
     nn_mod = pytest.importorskip("dkp_deploy.nn")
     from dkp_deploy.checkpoint import load

@@ -264,3 +264,20 @@ def test_tied_weights_and_recurrent_kinds() -> None:
     with pytest.warns(UserWarning, match="proj_size"):
         proj = compress(nn.LSTM(6, 8, proj_size=4), density=0.5)
     assert type(proj) is nn.LSTM
+
+
+def test_sparse_block_dopes_in_whole_blocks_and_skips_what_it_cannot_tile() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 48),
+                                torch.nn.Linear(48, 30), torch.nn.Linear(30, 8))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        doped, report = compress(model, cf=4, sparse_block=(1, 4), return_report=True)
+    first, second = doped[0], doped[2]
+    assert first.sparse_block == second.sparse_block == (1, 4)
+    for layer in (first, second):
+        blocks = layer.mask.reshape(layer.out_features, -1, 4)
+        assert bool((blocks.all(-1) | ~blocks.any(-1)).all()) and layer.nnz % 4 == 0
+    assert isinstance(doped[4], torch.nn.Linear)  # 30 columns: 1 x 4 blocks do not tile it
+    row = next(r for r in report.rows if r.name == "4")
+    assert row.status != "doped" and "sparse_block" in row.reason and caught

@@ -219,3 +219,27 @@ def test_transformer_encoder_with_doped_ffn(train: bool, monkeypatch: pytest.Mon
     assert bool(calls) == (not train)  # eval really took the fast path (both models: 2 layers each)
     doped(x).sum().backward()
     assert doped.layers[0].linear1.W_s.grad is not None
+
+
+@pytest.mark.parametrize("density", [0.0, 0.07, 0.25, 1.0])
+def test_block_pruning_keeps_whole_blocks_by_norm(density: float) -> None:
+    """sparse_block=(1, 4): the mask is whole 1 x 4 blocks, the round(density * blocks) of largest L2 norm."""
+    torch.manual_seed(0)
+    layer = DopedLinear(32, 24, sparse_block=(1, 4))
+    norms = layer.W_s.detach().reshape(24, 8, 4).norm(dim=-1)
+    layer.set_density(density)
+    blocks = layer.mask.reshape(24, 8, 4)
+    assert bool((blocks.all(-1) | ~blocks.any(-1)).all())  # each block all kept or all pruned
+    kept = blocks.all(-1)
+    assert int(kept.sum()) == round(density * 24 * 8) and layer.nnz == 4 * int(kept.sum())
+    if 0 < kept.sum() < kept.numel():
+        assert float(norms[kept].min()) >= float(norms[~kept].max())
+    assert bool((layer.W_s[~layer.mask] == 0).all())
+
+
+def test_sparse_block_must_tile_the_matrix() -> None:
+    with pytest.raises(ValueError, match="tile"):
+        DopedLinear(30, 8, sparse_block=(1, 4))
+    with pytest.raises(ValueError, match="rows, cols"):
+        DopedLinear(32, 8, sparse_block=4)
+    assert DopedLinear(32, 8, sparse_block=(1, 1)).sparse_block is None
