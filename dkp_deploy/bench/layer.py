@@ -37,6 +37,8 @@ def run(
 
     m, n = shape
     specs = {cf: layer_spec(m, n, cf, seed=cf, kron=kron) for cf in cfs}
+    # the same layers with W_s in 1 x 4 blocks: TFLite's optimized sparse FULLY_CONNECTED
+    block_specs = {cf: layer_spec(m, n, cf, seed=cf, kron=kron, block=4) for cf in cfs} if n % 4 == 0 else {}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dkp-bench-") as tmp:
         files: dict[tuple[str, Any], Path] = {}
@@ -52,6 +54,9 @@ def run(
             for cf, spec in specs.items():
                 files["tflite", cf] = Path(tmp) / f"doped_{cf}.tflite"
                 to_tflite(spec, files["tflite", cf], quiet=True)
+            for cf, spec in block_specs.items():
+                files["tflite", ("1x4", cf)] = Path(tmp) / f"doped_1x4_{cf}.tflite"
+                to_tflite(spec, files["tflite", ("1x4", cf)], quiet=True)
         for batch in batches:
             x = np.random.default_rng(batch).standard_normal((batch, n)).astype(np.float32)
             fns = {}
@@ -68,7 +73,8 @@ def run(
                 for cf in specs:
                     fns["tflite_x", cf] = fns["tflite", cf]
                 groups += [[("tflite", "dense"), *(("tflite", cf) for cf in specs)],
-                           [("tflite", "dense_xnnpack"), *(("tflite_x", cf) for cf in specs)]]
+                           [("tflite", "dense_xnnpack"), *(("tflite_x", cf) for cf in specs),
+                            *(("tflite", ("1x4", cf)) for cf in block_specs)]]
             t = compare_groups(fns, groups, budget)
             for cf, spec in specs.items():
                 w = spec.blocks[0].weight
@@ -90,6 +96,8 @@ def run(
                     rows.append(_row(common, "TFLite", "doped", t["tflite", cf], t["tflite", "dense"]))
                     xnn = t["tflite", "dense_xnnpack"]
                     rows.append(_row(common, "TFLite", "doped vs XNNPACK", t["tflite_x", cf], xnn))
+                    if cf in block_specs:  # W_s in 1 x 4 blocks, same CF, against the same XNNPACK dense layer
+                        rows.append(_row(common, "TFLite", "doped 1x4 vs XNNPACK", t["tflite", ("1x4", cf)], xnn))
     return rows
 
 

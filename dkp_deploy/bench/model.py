@@ -14,7 +14,18 @@ from typing import Any
 from ..signature import random_feeds
 from ..spec import ModelSpec
 from .measure import FULL, Budget, compare_groups, int8_dense, ort_runner, ort_session, tflite_runner
-from .workloads import LARGE, MEDIUM, QUICK, LMShape, densified, doped_decoder, lm_specs, matrix_bytes, matvec_macs
+from .workloads import (
+    LARGE,
+    MEDIUM,
+    QUICK,
+    LMShape,
+    block_lstm_spec,
+    densified,
+    doped_decoder,
+    lm_specs,
+    matrix_bytes,
+    matvec_macs,
+)
 
 SHAPES = (MEDIUM[10], MEDIUM[20], MEDIUM[25], LARGE)
 # the LM steps also exported by the general path (torch needed; else skipped)
@@ -97,6 +108,10 @@ def run(
                     # builtin kernels like the doped model's, and XNNPACK as a user of the dense model gets it
                     fns[part, "tflite_dense"] = tflite_runner(dense, feeds, threads, default_delegates=False)
                     fns[part, "tflite_dense_xnnpack"] = tflite_runner(dense, feeds, threads, default_delegates=True)
+                    blocked = d / "lstm_doped_1x4.tflite"  # W_s in 1 x 4 blocks: TFLite's optimized sparse kernel
+                    to_tflite(block_lstm_spec(shape, seed=int(shape.cf)), blocked, mode="step", quiet=True)
+                    sizes[part, "tflite_1x4"] = blocked.stat().st_size
+                    fns[part, "tflite_1x4"] = tflite_runner(blocked, feeds, threads)
             groups = [[(part, impl) for impl in (*ORT_IMPLS, "int8")] for part in ("lstm", "lm")]
             groups[1].append(("lmd", "custom"))  # timed in the LM's rounds, next to its dense and int8 files
             if ("lm", "general") in fns:
@@ -105,7 +120,7 @@ def run(
             if tflite:
                 fns["lstm", "tflite_x"] = fns["lstm", "tflite"]
                 groups += [[("lstm", "tflite"), ("lstm", "tflite_dense")],
-                           [("lstm", "tflite_x"), ("lstm", "tflite_dense_xnnpack")]]
+                           [("lstm", "tflite_x"), ("lstm", "tflite_dense_xnnpack"), ("lstm", "tflite_1x4")]]
             t = compare_groups(fns, groups, budget)
         rows.append(_row(shape, lstm_spec, lm_spec, t, sizes, batch, tflite))
     return rows
@@ -154,6 +169,7 @@ def _row(shape, lstm_spec, lm_spec, t, sizes, batch, tflite) -> dict[str, Any]:
         row["speedup_lstm_tflite"] = t["lstm", "tflite_dense"].seconds / t["lstm", "tflite"].seconds
         xnn = t["lstm", "tflite_dense_xnnpack"].seconds
         row["speedup_lstm_tflite_vs_xnnpack"] = xnn / t["lstm", "tflite_x"].seconds
+        row["speedup_lstm_tflite_1x4_vs_xnnpack"] = xnn / t["lstm", "tflite_1x4"].seconds
     # the speed-up if a step cost only its weight bytes at the dense step's bandwidth (the memory-bound limit)
     row["bytes_bound_lstm"] = lstm_cost["dense_bytes"] / lstm_cost["bytes"]
     row["bytes_bound_model"] = lm_cost["dense_bytes"] / lm_cost["bytes"]

@@ -77,6 +77,7 @@ def model_table(rows: list[dict[str, Any]]) -> list[Table]:
     headers = [
         "model", "CF", "W_s sparsity (paper)", "MAC red. LSTM (paper)", "LSTM weights dense -> doped", "bytes bound",
         "dense step", "doped step", "LSTM step ORT custom", "ORT portable", "TFLite (vs XNNPACK dense)",
+        "TFLite 1x4 blocks vs XNNPACK dense",
         "paper (RPi 4)",
         "whole LM ORT custom", "whole LM bytes bound", "LSTM step: ORT int8 dense / doped vs int8",
         "whole LM: ORT int8 dense / doped vs int8", "LM, decoder doped too: vs dense / vs int8",
@@ -99,6 +100,7 @@ def model_table(rows: list[dict[str, Any]]) -> list[Table]:
             _x(r["speedup_lstm_portable"]),
             _x(r.get("speedup_lstm_tflite"))
             + (f" ({_x(r['speedup_lstm_tflite_vs_xnnpack'])})" if r.get("speedup_lstm_tflite_vs_xnnpack") else ""),
+            _x(r.get("speedup_lstm_tflite_1x4_vs_xnnpack")),
             _x(r.get("paper_speedup")),
             _x(r["speedup_lm_custom"]),
             _x(r["bytes_bound_model"], 1),

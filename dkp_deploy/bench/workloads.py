@@ -47,10 +47,17 @@ def kron_shape(m: int, n: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return (tuple(b), tuple(c))  # type: ignore[return-value]
 
 
-def random_csr(m: int, n: int, nnz: int, rng: np.random.Generator) -> CSR:
-    """An M x N CSR matrix with `nnz` nonzeros at uniformly random positions (sorted, row-major)."""
+def random_csr(m: int, n: int, nnz: int, rng: np.random.Generator, block: int = 1) -> CSR:
+    """An M x N CSR matrix with `nnz` nonzeros at uniformly random positions (sorted, row-major); with `block` > 1,
+    in whole aligned 1 x `block` blocks at random positions (nnz rounded to a multiple of `block`)."""
     nnz = int(min(max(nnz, 0), m * n))
-    flat = np.sort(rng.choice(m * n, size=nnz, replace=False))
+    if block > 1:
+        picks = np.sort(rng.choice(m * (n // block), size=nnz // block, replace=False))
+        flat = (np.divmod(picks, n // block)[0] * n + np.divmod(picks, n // block)[1] * block)[:, None]
+        flat = (flat + np.arange(block)).ravel()
+        nnz = flat.size
+    else:
+        flat = np.sort(rng.choice(m * n, size=nnz, replace=False))
     rows, cols = np.divmod(flat, n)
     row_ptr = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=m), out=row_ptr[1:])
@@ -69,8 +76,10 @@ def doped_matrix(
     cf: float,
     rng: np.random.Generator,
     kron: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    block: int = 1,
 ) -> DopedMatrix:
-    """kron(B, C) + W_s with nnz(W_s) chosen so that the matrix's compression factor is `cf`."""
+    """kron(B, C) + W_s with nnz(W_s) chosen so that the matrix's compression factor is `cf` (W_s in 1 x `block`
+    blocks when `block` > 1)."""
     (m1, n1), (m2, n2) = kron or kron_shape(m, n)
     if m1 * m2 != m or n1 * n2 != n:
         raise ValueError(f"B {m1}x{n1} and C {m2}x{n2} do not make a {m} x {n} matrix")
@@ -82,17 +91,17 @@ def doped_matrix(
         "B": rng.standard_normal((m1, n1)).astype(np.float32),
         "C": (rng.standard_normal((m2, n2)) * scale).astype(np.float32),
     }
-    return DopedMatrix((m, n), "kron", factors, random_csr(m, n, nnz, rng))
+    return DopedMatrix((m, n), "kron", factors, random_csr(m, n, nnz, rng, block))
 
 
 def dense_matrix(m: int, n: int, rng: np.random.Generator) -> DopedMatrix:
     return DopedMatrix((m, n), "dense", {"W": (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)})
 
 
-def layer_spec(m: int, n: int, cf: float, seed: int = 0, kron=None) -> ModelSpec:
-    """One doped Linear layer (arch "mlp") with a bias."""
+def layer_spec(m: int, n: int, cf: float, seed: int = 0, kron=None, block: int = 1) -> ModelSpec:
+    """One doped Linear layer (arch "mlp") with a bias (W_s in 1 x `block` blocks when `block` > 1)."""
     rng = np.random.default_rng(seed)
-    w = doped_matrix(m, n, cf, rng, kron)
+    w = doped_matrix(m, n, cf, rng, kron, block)
     return ModelSpec("mlp", [Linear("fc", w, rng.standard_normal(m).astype(np.float32))])
 
 
@@ -107,11 +116,11 @@ def dense_layer_spec(m: int, n: int, seed: int = 0) -> ModelSpec:
     return ModelSpec("mlp", [Linear("fc", dense_matrix(m, n, np.random.default_rng(seed)), None)])
 
 
-def lstm_block(shape: LMShape, rng: np.random.Generator) -> LSTM:
+def lstm_block(shape: LMShape, rng: np.random.Generator, block: int = 1) -> LSTM:
     h = shape.hidden
     layers = []
     for _ in range(shape.layers):
-        w = doped_matrix(4 * h, 2 * h, shape.cf, rng, shape.kron)
+        w = doped_matrix(4 * h, 2 * h, shape.cf, rng, shape.kron, block)
         layers.append(LSTMLayer(w, (0.1 * rng.standard_normal(4 * h)).astype(np.float32)))
     return LSTM("lstm", h, h, layers)
 
@@ -123,6 +132,11 @@ def lm_specs(shape: LMShape, seed: int = 0) -> tuple[ModelSpec, ModelSpec]:
     embed = Embedding("embed", rng.standard_normal((shape.vocab, shape.hidden)).astype(np.float32))
     decoder = Linear("decoder", dense_matrix(shape.vocab, shape.hidden, rng), np.zeros(shape.vocab, np.float32))
     return ModelSpec("lstm", [lstm]), ModelSpec("lstm_lm", [embed, lstm, decoder])
+
+
+def block_lstm_spec(shape: LMShape, seed: int = 0) -> ModelSpec:
+    """The LSTM layers with W_s in 1 x 4 blocks (TFLite's optimized sparse kernel), same shapes and CF."""
+    return ModelSpec("lstm", [lstm_block(shape, np.random.default_rng(seed), block=4)])
 
 
 def doped_decoder(lm: ModelSpec, cf: float, seed: int = 0) -> ModelSpec:
