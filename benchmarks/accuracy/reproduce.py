@@ -92,6 +92,7 @@ class Setting:
     seed: int = 0
     optimizer: str = "adam"  # "adam" (lr) or "sgd" (sgd_lr, the paper's schedule; see sgd_setting)
     init: str = "balanced"  # "balanced" (DopedLinear's own) or "uniform0.05" (every parameter U(-0.05, 0.05))
+    sparse_block: int = 1  # W_s pruned in 1 x sparse_block blocks (4: TFLite's fast kernel), pruned methods only
     sgd_lr: float = 10.5  # the paper's 0.3 x 35: our loss is a per-token mean, TF ptb_word_lm's a sum over T=35
     sgd_clip: float = 5.0 / 35  # the paper's clip 5 on the time-summed loss
     sgd_l2: float = 1e-4 / 35  # the paper's L2 1e-4 on the time-summed loss, rescaled the same way
@@ -211,7 +212,10 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
     cap = slice(None, s.eval_tokens)
     train_data = batchify(corpus.train, s.batch)
     valid, test = batchify(corpus.valid[cap], 10), batchify(corpus.test[cap], 10)
-    model = DopedLSTMLM(corpus.vocab_size, s.hidden, s.hidden, 2, dropout=s.dropout, **method.doping)
+    doping = dict(method.doping)
+    if s.sparse_block > 1 and method.final_density is not None:
+        doping["sparse_block"] = (1, s.sparse_block)
+    model = DopedLSTMLM(corpus.vocab_size, s.hidden, s.hidden, 2, dropout=s.dropout, **doping)
     if s.init == "uniform0.05":  # TF ptb_word_lm: every variable U(-init_scale, init_scale), init_scale 0.05
         with torch.no_grad():
             for prm in model.parameters():
@@ -470,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (mean and spread reported)")
     p.add_argument("--hidden", type=int, help="LSTM size (default 240)")
     p.add_argument("--eval-every", type=int, help="validation every N steps (default 40)")
+    p.add_argument("--sparse-block", type=int, help="prune W_s in 1 x N blocks (4: TFLite's fast sparse kernel)")
     p.add_argument("--only", nargs="+", choices=METHOD_ORDER, help="train these methods only")
     p.add_argument("--replot", action="store_true",
                    help="only redo table.md and the plot from OUT/results.json (or the finished OUT/runs/*.json)")
@@ -484,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         s = Setting(**{**asdict(s), "cmr": args.cmr})
     if args.cf is not None:
         s = Setting(**{**asdict(s), "cf": args.cf})
-    for key in ("optimizer", "init", "hidden", "eval_every"):
+    for key in ("optimizer", "init", "hidden", "eval_every", "sparse_block"):
         if getattr(args, key) is not None:
             s = Setting(**{**asdict(s), key: getattr(args, key)})
     chosen = [methods(s)[n] for n in (args.only or METHOD_ORDER)]

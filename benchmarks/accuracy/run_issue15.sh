@@ -17,3 +17,7 @@ run --cf 100 --init balanced --only kp pruning doped_kp_no_cmr doped_kp_lindec -
 # longer: 2000 steps, two seeds, the rows that decide Figure 3's ordering
 C="--hidden 128 --steps 2000 --eval-every 100 --optimizer sgd --jobs 1"
 run --cf 100 --init uniform0.05 --only pruning doped_kp_no_cmr doped_kp_lindec kp --seeds 0 1 --out $O/fig3_cf100_2000
+# issue 12: the accuracy cost of W_s in 1 x 4 blocks (TFLite's fast kernel) against unstructured W_s, 20x
+C="--hidden 128 --steps 1000 --eval-every 50 --optimizer sgd --jobs 1"
+run --cf 20 --init uniform0.05 --only pruning doped_kp_lindec --seeds 0 --out $O/unstructured_cf20
+run --cf 20 --init uniform0.05 --only pruning doped_kp_lindec --seeds 0 --sparse-block 4 --out $O/block1x4_cf20
