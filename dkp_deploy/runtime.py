@@ -25,16 +25,12 @@ _LOWERED_OPS = {"SparseMatVec": set()}  # the ai.dkp ops a lowered file may hold
 def check_dkp_domain(model: Any) -> None:
     """Refuse an ai.dkp opset version or node this package does not implement (onnxruntime's custom-op API cannot
     see either: it would run such a file as if it were opset 1)."""
-    from .converters.onnx.graph import all_graphs
-
     for o in model.opset_import:
         if o.domain == DKP_DOMAIN and o.version != OPSET_VERSION:
             raise InputError(f"the file imports ai.dkp opset {o.version}; this dkp-deploy implements opset "
                              f"{OPSET_VERSION}")
-    for g in all_graphs(model.graph):
-        for n in g.node:
-            if n.domain != DKP_DOMAIN:
-                continue
+    for n in _nodes(model.graph):
+        if n.domain == DKP_DOMAIN:
             label = f"ai.dkp::{n.op_type} node {n.name or n.output[0]!r}"
             if n.op_type not in _LOWERED_OPS:
                 hint = " (a hub node: lower the file with dkp-convert)" if n.op_type == "DopedMatMul" else ""
@@ -42,6 +38,15 @@ def check_dkp_domain(model: Any) -> None:
             unknown = sorted({a.name for a in n.attribute} - _LOWERED_OPS[n.op_type])
             if unknown:
                 raise InputError(f"{label}: unknown attribute(s) {', '.join(unknown)}")
+
+
+def _nodes(graph: Any):
+    """Every node of `graph` and of its subgraphs (Scan bodies), depth first (deploy side: onnx and numpy only)."""
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            if a.g.node:
+                yield from _nodes(a.g)
 
 
 def uses_dkp_ops(path: str | os.PathLike) -> bool:

@@ -81,6 +81,20 @@ def lstm_lm(rng: np.random.Generator) -> ModelSpec:
     return ModelSpec("lstm_lm", blocks)
 
 
+def block_lstm(rng: np.random.Generator) -> ModelSpec:
+    """The LSTM with W_s in whole aligned 1 x 4 blocks: TFLite's optimized sparse FULLY_CONNECTED kernel."""
+    i_size, hidden = 32, 48
+    layers = []
+    for n in (i_size + hidden, 2 * hidden):
+        w = _doped(rng, "kron", 4 * hidden, n, m1=16, n1=8)
+        blocks = np.repeat(rng.random((4 * hidden, n // 4)) < 0.1, 4, axis=1)
+        values = (rng.standard_normal((4 * hidden, n)) / np.sqrt(n)).astype(np.float32)
+        w = DopedMatrix(w.shape, "kron", w.factors, CSR.from_mask(values, blocks))
+        w.check()
+        layers.append(LSTMLayer(w, _bias(rng, 4 * hidden)))
+    return ModelSpec("lstm", [LSTM("lstm", i_size, hidden, layers)])
+
+
 # name -> (spec builder, mode, {format: converter options}). The custom-op graphs are what the product ships;
 # the portable one (standard ONNX ops only) is what runs where the ops library cannot be built.
 MODELS: dict[str, tuple[Callable[[np.random.Generator], ModelSpec], str, dict[str, dict[str, Any]]]] = {
@@ -89,6 +103,7 @@ MODELS: dict[str, tuple[Callable[[np.random.Generator], ModelSpec], str, dict[st
     "lstm_lm_step": (lstm_lm, "step", {"onnx": {}, "tflite": {}}),
     "lstm_seq": (lstm, "sequence", {"onnx": {}}),
     "lstm_portable": (lstm, "step", {"onnx": {"sparse_impl": "portable"}}),
+    "block_lstm_step": (block_lstm, "step", {"onnx": {}, "tflite": {}}),
 }
 
 
