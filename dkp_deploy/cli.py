@@ -207,8 +207,8 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         general = Path(args.model).suffix.lower() in (".onnx", ".pt2")
         if general:  # the general path: a hub, or a torch.export program, lowered for the target
-            if target != "onnx":
-                raise InputError("a hub or .pt2 program converts to .onnx only in this version", out)
+            if target == "tflite" and (args.sparse_impl or args.opset):
+                raise InputError("--sparse-impl and --opset apply to ONNX only, not to a .tflite target", out)
             from .export import DEFAULT_OPSET as HUB_OPSET
             from .export import convert
 
@@ -217,7 +217,9 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
             impl = args.sparse_impl or "custom"
             with _writing(out):
                 written = convert(args.model, out, sparse_impl=impl, opset=args.opset or HUB_OPSET)
-            summary = {"target": "onnx", "sparse_impl": impl, "mode": args.mode or "sequence"}
+            summary = {"target": target, "mode": args.mode or "sequence"}
+            if target == "onnx":
+                summary["sparse_impl"] = impl
         elif target == "onnx":
             from .converters import to_onnx
 

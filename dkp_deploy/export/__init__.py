@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..fileio import atomic_output
 from ..lower import SPARSE_IMPLS, lower
 
-TARGETS = (".onnx",)
+TARGETS = (".onnx", ".tflite")
 IMPLS = (*SPARSE_IMPLS, "hub")
 OPSETS = range(18, 22)  # torch.onnx writes opset 18 and newer
 DEFAULT_OPSET = 18  # onnxruntime >= 1.14 runs it (the ARM board's 1.16 included)
@@ -109,12 +109,20 @@ def hub_from_program(
 
 
 def write(hub_model: onnx.ModelProto, path: str | os.PathLike, sparse_impl: str = "custom") -> Path:
-    """Lower `hub_model` for `sparse_impl` (or keep it: "hub") and write it atomically to `path`."""
+    """Lower `hub_model` for `sparse_impl` (or keep it: "hub") and write it atomically to `path`; a `.tflite` path
+    gets the TFLite translation (builtin ops; `sparse_impl` does not apply)."""
     p = Path(path)
     if p.suffix.lower() not in TARGETS:
-        raise InputError(f"unknown target {p.suffix or '(no extension)'!r}: export writes .onnx", p)
+        raise InputError(f"unknown target {p.suffix or '(no extension)'!r}: export writes .onnx or .tflite", p)
     if sparse_impl not in IMPLS:
         raise ValueError(f"sparse_impl must be one of {IMPLS}, got {sparse_impl!r}")
+    if p.suffix.lower() == ".tflite":
+        try:
+            from ..converters.tflite.hub import write as write_tflite
+        except ImportError as e:
+            raise InputError(f"TFLite output needs the tflite extra (pip install 'dkp-deploy[tflite]'): {e}",
+                             p) from None
+        return write_tflite(hub_model, p)
     out = hub_model if sparse_impl == "hub" else lower(hub_model, sparse_impl)
     if sparse_impl == "custom" and any(o.domain == "ai.dkp" for o in out.opset_import):
         from ..ops import LIBRARY_DOC
@@ -188,7 +196,8 @@ def export(
     Writes atomically; returns the path.
     """
     if Path(path).suffix.lower() not in TARGETS:
-        raise InputError(f"unknown target {Path(path).suffix or '(no extension)'!r}: export writes .onnx", path)
+        raise InputError(f"unknown target {Path(path).suffix or '(no extension)'!r}: export writes .onnx or .tflite",
+                         path)
     if mode not in ("sequence", "step"):
         raise ValueError(f"mode must be 'sequence' or 'step', got {mode!r}")
     opset = DEFAULT_OPSET if opset is None else int(opset)

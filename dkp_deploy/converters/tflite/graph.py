@@ -395,4 +395,50 @@ def gelu(approximate: bool = False) -> Options:
                   (tflite.GeluOptionsAddApproximate, approximate))
 
 
+def split_v(num: int) -> Options:
+    return _table(BuiltinOptions.SplitVOptions, tflite.SplitVOptionsStart, tflite.SplitVOptionsEnd,
+                  (tflite.SplitVOptionsAddNumSplits, num))
+
+
+def reducer(keep_dims: bool) -> Options:
+    return _table(BuiltinOptions.ReducerOptions, tflite.ReducerOptionsStart, tflite.ReducerOptionsEnd,
+                  (tflite.ReducerOptionsAddKeepDims, keep_dims))
+
+
+def squeeze(dims: Sequence[int]) -> Options:
+    def build(b: flatbuffers.Builder) -> int:
+        vec = _int_vector(b, tflite.SqueezeOptionsStartSqueezeDimsVector, list(dims))
+        tflite.SqueezeOptionsStart(b)
+        tflite.SqueezeOptionsAddSqueezeDims(b, vec)
+        return tflite.SqueezeOptionsEnd(b)
+
+    return BuiltinOptions.SqueezeOptions, build
+
+
+def shape_of() -> Options:
+    return _table(BuiltinOptions.ShapeOptions, tflite.ShapeOptionsStart, tflite.ShapeOptionsEnd,
+                  (tflite.ShapeOptionsAddOutType, TensorType.INT32))
+
+
+def slice_() -> Options:
+    return _table(BuiltinOptions.SliceOptions, tflite.SliceOptionsStart, tflite.SliceOptionsEnd)
+
+
+def expand_dims() -> Options:
+    return _table(BuiltinOptions.ExpandDimsOptions, tflite.ExpandDimsOptionsStart, tflite.ExpandDimsOptionsEnd)
+
+
+def pad() -> Options:
+    return _table(BuiltinOptions.PadOptions, tflite.PadOptionsStart, tflite.PadOptionsEnd)
+
+
+def conv2d(stride: int, dilation: int) -> Options:
+    from tflite.Padding import Padding
+
+    return _table(BuiltinOptions.Conv2DOptions, tflite.Conv2DOptionsStart, tflite.Conv2DOptionsEnd,
+                  (tflite.Conv2DOptionsAddPadding, Padding.VALID), (tflite.Conv2DOptionsAddStrideW, stride),
+                  (tflite.Conv2DOptionsAddStrideH, 1), (tflite.Conv2DOptionsAddDilationWFactor, dilation),
+                  (tflite.Conv2DOptionsAddDilationHFactor, 1))
+
+
 __all__ = ["Graph", "Tensor", "Op", "BATCH", "NUMPY_TYPES", "TENSOR_TYPES", "SIGNATURE_KEY", "MAX_FILE_BYTES"]
