@@ -197,16 +197,26 @@ def general_models(out: Path) -> list[dict]:
         ("general_tagger", Tagger(), (torch.randn(2, 6, 16),), ({0: B, 1: T},),
          [rng.standard_normal((3, 11, 16)).astype(np.float32)], "portable"),
     ]
+    lm_step = WordLM()
+    cases.append(("general_gru_lm_step", lm_step, (torch.randint(0, 60, (1, 2)), torch.zeros(2, 2, 32)),
+                  ({1: B}, {1: B}), [rng.integers(0, 60, (1, 3)), rng.standard_normal((2, 3, 32)).astype(np.float32)],
+                  "custom"))
     entries = []
     for name, model, args, dims, feeds, impl in cases:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # compress names the tied decoder it leaves dense
             model = dkp_deploy.compress(model, cf=2).eval()
-        n_out = 2 if name == "general_gru_lm" else 1
+        n_out = 2 if name.startswith("general_gru_lm") else 1
         outputs = [f"out{i}" for i in range(n_out)]
         inputs = [f"in{i}" for i in range(len(feeds))]
+        mode = "step" if name.endswith("_step") else "sequence"
         export(model, args, out / f"{name}.onnx", dynamic_shapes=dims, sparse_impl=impl, input_names=inputs,
-               output_names=outputs)
+               output_names=outputs, mode=mode)
+        files = {"onnx": f"{name}.onnx"}
+        if mode == "step":  # the same hub translated to TFLite builtin ops
+            export(model, args, out / f"{name}.tflite", dynamic_shapes=dims, input_names=inputs,
+                   output_names=outputs, mode=mode)
+            files["tflite"] = f"{name}.tflite"
         with torch.no_grad():
             ref = copy.deepcopy(model).double()(*(torch.from_numpy(f) if f.dtype.kind == "i"
                                                   else torch.from_numpy(f).double() for f in feeds))
@@ -214,7 +224,8 @@ def general_models(out: Path) -> list[dict]:
         np.savez(out / f"{name}.npz", **{f"in/{i}": f for i, f in zip(inputs, feeds)},
                  **{f"ref/{o}": r.numpy() for o, r in zip(outputs, refs)})
         label = f"dkp_deploy.export of a torch {type(model).__name__}, sparse_impl={impl}, other T and batch"
-        entries.append({"name": name, "label": label, "data": f"{name}.npz", "onnx": f"{name}.onnx"})
+        entries.append({"name": name, "label": label + (", step" if mode == "step" else ""), "data": f"{name}.npz",
+                        **files})
     return entries
 
 
