@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
 pytest.importorskip("tflite")
-from test_export import MLP, AttentionDecoder, ConvClassifier, Tagger, WordLM, _rel_err  # noqa: E402
+from test_export import MLP, AttentionDecoder, ConvClassifier, Encoder, Tagger, WordLM, _no_fastpath, _rel_err  # noqa: E402,E501
 from test_tflite_runtime import CHECK_SCRIPT, RUNTIME_VENV_PYTHON  # noqa: E402
 
 import dkp_deploy  # noqa: E402
@@ -36,6 +36,11 @@ def _floats(*shape):
 def _mlp():
     return (dkp_deploy.compress(MLP(), cf=2), (torch.randn(2, 48),), ({0: B},), ["x"],
             [[_floats(b, 48)] for b in (2, 1, 5)])
+
+
+def _encoder():
+    return (dkp_deploy.compress(Encoder(), cf=2), (torch.randn(2, 7, 32),), ({0: B, 1: T},), ["x"],
+            [[_floats(b, t, 32)] for b, t in ((2, 7), (1, 3), (3, 12))])
 
 
 def _conv():
@@ -62,8 +67,14 @@ def _attention():
         "token", "hidden", "enc"], feeds
 
 
-MODELS = {"mlp_layernorm_gelu": _mlp, "conv1d_classifier": _conv, "lstm_lm_step": _lm("LSTM", False),
-          "gru_lm_tied_step": _lm("GRU", True), "gru_attention_decoder_step": _attention}
+MODELS = {
+    "mlp_layernorm_gelu": _mlp,
+    "conv1d_classifier": _conv,
+    "transformer_encoder_doped_ffn": _encoder,
+    "lstm_lm_step": _lm("LSTM", False),
+    "gru_lm_tied_step": _lm("GRU", True),
+    "gru_attention_decoder_step": _attention,
+}
 
 
 def _export(name: str, directory):
@@ -88,7 +99,7 @@ def _torch64(model, feeds: list[np.ndarray]) -> list[np.ndarray]:
     xs = [torch.from_numpy(f) if f.dtype.kind == "i" else torch.from_numpy(f).double() for f in feeds]
     if isinstance(m64, WordLM):
         xs = [xs[0], tuple(xs[1:]) if len(xs) == 3 else xs[1]]
-    with torch.no_grad():
+    with torch.no_grad(), _no_fastpath():
         out = m64(*xs)
     flat = []
     for o in out if isinstance(out, tuple) else (out,):

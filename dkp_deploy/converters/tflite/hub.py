@@ -33,7 +33,7 @@ def _shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[st
     from ...hub.schema import register_schemas
 
     register_schemas()
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # data_prop: shapes computed by Shape ops
     shapes, dtypes = {}, {}
     g = inferred.graph
     for vi in [*g.input, *g.value_info, *g.output]:

@@ -46,7 +46,8 @@ class Context:
             if name not in self.consts:
                 raise InputError(f"value {name!r} is neither computed before its use nor a constant")
             a = self.consts[name]
-            a = a.astype(np.float32) if a.dtype == np.float64 else a
+            # TFLite does its shape arithmetic (SHAPE, SLICE, RESHAPE's shape) in int32, as its converter writes it
+            a = a.astype(np.float32) if a.dtype == np.float64 else a.astype(np.int32) if a.dtype == np.int64 else a
             self.values[name] = self.g.const(name, a)
         return self.values[name]
 
@@ -57,6 +58,10 @@ class Context:
         if name not in self.shapes:
             raise InputError(f"value {name!r} has no inferred shape")
         return self.shapes[name]
+
+    def dtype(self, name: str) -> np.dtype:
+        """The TFLite element type of a translated value (int64 shape values are int32 here)."""
+        return self.g.tensors[self.tensor(name)].dtype
 
     def bind(self, onnx_name: str, tensor: int) -> None:
         self.values[onnx_name] = tensor

@@ -18,7 +18,8 @@ def binary(ctx: Context, node: onnx.NodeProto) -> None:
     code, options = _BINARY[node.op_type]
     a, b = (ctx.tensor(i) for i in node.input)
     out = node.output[0]
-    ctx.bind(out, ctx.g.op1(code, [a, b], out, ctx.shape(out), options() if options else None))
+    ctx.bind(out, ctx.g.op1(code, [a, b], out, ctx.shape(out), options() if options else None,
+                            dtype=ctx.dtype(node.input[0])))
 
 
 @rule(*_UNARY)

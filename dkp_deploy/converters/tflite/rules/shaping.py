@@ -38,10 +38,12 @@ def gather(ctx: Context, node: onnx.NodeProto) -> None:
     if index is not None and np.ndim(index) == 0:  # TFLite reads a 0-d index as [1]: gather [i], squeeze the axis
         kept = (*shape[:axis], 1, *shape[axis + 1:])
         one = ctx.g.const(f"{out}/index", np.array([int(index)], np.int64))
-        picked = ctx.g.op1(Op.GATHER, [data, one], f"{out}/gather", kept, G.gather(axis=axis))
-        ctx.bind(out, ctx.g.op1(Op.SQUEEZE, [picked], out, ctx.shape(out), G.squeeze([axis])))
+        dt = ctx.dtype(node.input[0])
+        picked = ctx.g.op1(Op.GATHER, [data, one], f"{out}/gather", kept, G.gather(axis=axis), dtype=dt)
+        ctx.bind(out, ctx.g.op1(Op.SQUEEZE, [picked], out, ctx.shape(out), G.squeeze([axis]), dtype=dt))
         return
-    ctx.bind(out, ctx.g.op1(Op.GATHER, [data, ctx.tensor(node.input[1])], out, ctx.shape(out), G.gather(axis=axis)))
+    ctx.bind(out, ctx.g.op1(Op.GATHER, [data, ctx.tensor(node.input[1])], out, ctx.shape(out), G.gather(axis=axis),
+                            dtype=ctx.dtype(node.input[0])))
 
 
 @rule("Squeeze")
@@ -50,7 +52,8 @@ def squeeze(ctx: Context, node: onnx.NodeProto) -> None:
     rank = len(ctx.shape(x))
     axes = _ints(ctx, node, 1, "axes")
     axes = [d for d in range(rank) if ctx.shape(x)[d] == 1] if axes is None else [axis_of(a, rank) for a in axes]
-    ctx.bind(out, ctx.g.op1(Op.SQUEEZE, [ctx.tensor(x)], out, ctx.shape(out), G.squeeze(sorted(axes))))
+    ctx.bind(out, ctx.g.op1(Op.SQUEEZE, [ctx.tensor(x)], out, ctx.shape(out), G.squeeze(sorted(axes)),
+                            dtype=ctx.dtype(x)))
 
 
 @rule("Unsqueeze")
@@ -71,14 +74,62 @@ def unsqueeze(ctx: Context, node: onnx.NodeProto) -> None:
 
 @rule("Reshape", "Flatten")
 def reshape(ctx: Context, node: onnx.NodeProto) -> None:
-    """To the inferred output shape; at most one dimension may be dynamic (RESHAPE takes one -1)."""
-    out = node.output[0]
+    """To the inferred output shape when at most one dimension is dynamic (RESHAPE takes one -1), else to the shape
+    the graph computes (a Reshape's shape input)."""
+    x, out = node.input[0], node.output[0]
     shape = ctx.shape(out)
-    if sum(d < 0 for d in shape) > 1:
+    if sum(d < 0 for d in shape) <= 1:
+        target = ctx.g.const(f"{out}/shape", np.array(shape, np.int32))
+    elif node.op_type == "Reshape" and ctx.const(node.input[1]) is None:
+        target = ctx.tensor(node.input[1])  # computed at run time; its values are the dims (no 0 = "copy")
+    else:
         raise InputError(f"node {node.name!r} ({node.op_type}): output shape {list(shape)} has more than one "
                          "dynamic dimension")
-    target = ctx.g.const(f"{out}/shape", np.array(shape, np.int32))
-    ctx.bind(out, ctx.g.op1(Op.RESHAPE, [ctx.tensor(node.input[0]), target], out, shape, G.reshape()))
+    ctx.bind(out, ctx.g.op1(Op.RESHAPE, [ctx.tensor(x), target], out, shape, G.reshape(), dtype=ctx.dtype(x)))
+
+
+@rule("Shape")
+def shape_of(ctx: Context, node: onnx.NodeProto) -> None:
+    x, out = node.input[0], node.output[0]
+    rank = len(ctx.shape(x))
+    a = ctx.attrs(node)
+    start, end = axis_of(int(a.get("start", 0)), rank), int(a.get("end", rank))
+    end = min(axis_of(end, rank) if end < 0 else end, rank)
+    dims = ctx.g.op1(Op.SHAPE, [ctx.tensor(x)], f"{out}/all" if (start, end) != (0, rank) else out, (rank,),
+                     G.shape_of(), dtype=np.int32)
+    if (start, end) != (0, rank):
+        dims = ctx.g.op1(Op.SLICE, [dims, ctx.g.const(f"{out}/begin", np.array([start], np.int32)),
+                                    ctx.g.const(f"{out}/size", np.array([end - start], np.int32))],
+                         out, (end - start,), G.slice_(), dtype=np.int32)
+    ctx.bind(out, dims)
+
+
+@rule("Slice")
+def slice_(ctx: Context, node: onnx.NodeProto) -> None:
+    """Slices with constant starts / ends / axes and step 1, as SLICE (begin, size; -1 = to the end)."""
+    x, out = node.input[0], node.output[0]
+    shape = ctx.shape(x)
+    rank = len(shape)
+    starts, ends = (_ints(ctx, node, i, k) for i, k in ((1, "starts"), (2, "ends")))
+    axes = _ints(ctx, node, 3, "axes") or list(range(len(starts)))
+    steps = _ints(ctx, node, 4, "steps") or [1] * len(starts)
+    if any(s != 1 for s in steps):
+        raise InputError(f"node {node.name!r}: Slice with a step other than 1 has no translation")
+    begin, size = [0] * rank, [-1] * rank
+    for s, e, ax in zip(starts, ends, axes):
+        ax, dim = axis_of(ax, rank), shape[axis_of(ax, rank)]
+        if dim < 0 and (s < 0 or 0 <= e < 2**31 - 1 and e != -1 and e < 0):
+            raise InputError(f"node {node.name!r}: Slice from the end of a dynamic axis has no translation")
+        s = s + dim if s < 0 else s
+        begin[ax] = max(s, 0)
+        if e < 2**31 - 1 and dim >= 0:
+            e = e + dim if e < 0 else min(e, dim)
+            size[ax] = max(e - begin[ax], 0)
+        elif e < 2**31 - 1:
+            size[ax] = e - begin[ax]
+    ctx.bind(out, ctx.g.op1(Op.SLICE, [ctx.tensor(x), ctx.g.const(f"{out}/begin", np.array(begin, np.int32)),
+                                       ctx.g.const(f"{out}/size", np.array(size, np.int32))],
+                            out, ctx.shape(out), G.slice_(), dtype=ctx.dtype(x)))
 
 
 @rule("Concat")
@@ -86,7 +137,7 @@ def concat(ctx: Context, node: onnx.NodeProto) -> None:
     out = node.output[0]
     axis = axis_of(int(ctx.attrs(node)["axis"]), len(ctx.shape(out)))
     ctx.bind(out, ctx.g.op1(Op.CONCATENATION, [ctx.tensor(i) for i in node.input], out, ctx.shape(out),
-                            G.concatenation(axis)))
+                            G.concatenation(axis), dtype=ctx.dtype(node.input[0])))
 
 
 @rule("Split")
@@ -115,4 +166,6 @@ def transpose(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.consts[out] = np.ascontiguousarray(np.transpose(value, perm))
         return
     p = ctx.g.const(f"{out}/perm", np.array(perm, np.int32))
-    ctx.bind(out, ctx.g.op1(Op.TRANSPOSE, [ctx.tensor(node.input[0]), p], out, ctx.shape(out)))
+    version = 1 if len(perm) <= 4 else len(perm)  # TRANSPOSE declares 5-D at version 5, 6-D at version 6
+    ctx.bind(out, ctx.g.op1(Op.TRANSPOSE, [ctx.tensor(node.input[0]), p], out, ctx.shape(out),
+                            dtype=ctx.dtype(node.input[0]), version=version))
