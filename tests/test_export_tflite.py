@@ -14,7 +14,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
 pytest.importorskip("tflite")
-from test_export import MLP, AttentionDecoder, ConvClassifier, Encoder, Tagger, WordLM, _no_fastpath, _rel_err  # noqa: E402,E501
+from test_export import (  # noqa: E402
+    MLP,
+    AttentionDecoder,
+    ConvClassifier,
+    ConvLSTM,
+    Encoder,
+    Tagger,
+    WordLM,
+    _no_fastpath,
+    _rel_err,
+)
 from test_tflite_runtime import CHECK_SCRIPT, RUNTIME_VENV_PYTHON  # noqa: E402
 
 import dkp_deploy  # noqa: E402
@@ -41,6 +51,23 @@ def _mlp():
 def _encoder():
     return (dkp_deploy.compress(Encoder(), cf=2), (torch.randn(2, 7, 32),), ({0: B, 1: T},), ["x"],
             [[_floats(b, t, 32)] for b, t in ((2, 7), (1, 3), (3, 12))])
+
+
+def _tagger():
+    return (dkp_deploy.compress(Tagger(), cf=2), (torch.randn(2, 6, 16),), ({0: B, 1: T},), ["x"],
+            [[_floats(b, t, 16)] for b, t in ((2, 6), (1, 1), (3, 13))])
+
+
+def _kws():
+    return (dkp_deploy.compress(ConvLSTM(), cf=4, include=["lstm"]), (torch.randn(2, 10, 9),), ({0: B, 2: T},),
+            ["x"], [[_floats(b, 10, t)] for b, t in ((2, 9), (1, 3), (4, 21))])
+
+
+def _lm_sequence():
+    hidden = (torch.zeros(2, 3, 24), torch.zeros(2, 3, 24))
+    feeds = [[_tokens(t, b), _floats(2, b, 24), _floats(2, b, 24)] for t, b in ((5, 3), (1, 1), (12, 2))]
+    return (dkp_deploy.compress(WordLM("LSTM"), cf=2), (torch.randint(0, 60, (5, 3)), hidden),
+            ({0: T, 1: B}, ({1: B}, {1: B})), ["tokens", "h", "c"], feeds)
 
 
 def _conv():
@@ -71,6 +98,9 @@ MODELS = {
     "mlp_layernorm_gelu": _mlp,
     "conv1d_classifier": _conv,
     "transformer_encoder_doped_ffn": _encoder,
+    "lstm_lm_sequence": _lm_sequence,
+    "bidirectional_tagger": _tagger,
+    "conv1d_lstm_keyword_spotter": _kws,
     "lstm_lm_step": _lm("LSTM", False),
     "gru_lm_tied_step": _lm("GRU", True),
     "gru_attention_decoder_step": _attention,
@@ -138,12 +168,15 @@ def test_layers_rebuild_from_the_file_and_no_dense_matrix(tmp_path):
         assert 4 * layer.out_features * layer.in_features not in sizes
 
 
-def test_unsupported_models_fail_with_one_line(tmp_path):
+def test_an_op_without_a_rule_fails_with_one_line(tmp_path, monkeypatch):
+    from dkp_deploy.converters.tflite import rules
+
+    monkeypatch.delitem(rules.RULES, ("", "LayerNormalization"))
     torch.manual_seed(0)
-    model = dkp_deploy.compress(Tagger(), cf=2).eval()
-    with pytest.raises(InputError, match=r"no translation for ONNX op Scan .*mode='step'"):
-        export(model, (torch.randn(2, 6, 16),), tmp_path / "tag.tflite", dynamic_shapes=({0: B, 1: T},))
-    assert not (tmp_path / "tag.tflite").exists()
+    model = dkp_deploy.compress(MLP(), cf=2).eval()
+    with pytest.raises(InputError, match=r"no translation for ONNX op LayerNormalization \(node '.+'\)$"):
+        export(model, (torch.randn(2, 48),), tmp_path / "m.tflite", dynamic_shapes=({0: B},))
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_dkp_convert_writes_tflite_from_a_hub(tmp_path, capsys):

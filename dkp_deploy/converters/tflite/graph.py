@@ -30,7 +30,7 @@ SIGNATURE_KEY = "serving_default"
 MAX_FILE_BYTES = 2**31 - 1  # flatbuffers' offsets are 32-bit
 
 TENSOR_TYPES = {np.dtype(np.float32): TensorType.FLOAT32, np.dtype(np.int32): TensorType.INT32,
-                np.dtype(np.int64): TensorType.INT64}
+                np.dtype(np.int64): TensorType.INT64, np.dtype(np.bool_): TensorType.BOOL}
 NUMPY_TYPES = {v: k for k, v in TENSOR_TYPES.items()}
 
 Options = tuple[int, Callable[[flatbuffers.Builder], int]]
@@ -57,14 +57,29 @@ class Operator:
 class Graph:
     """One subgraph being built: add inputs, constants and ops, then `serialize`."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Graph | None = None) -> None:
         self.tensors: list[Tensor] = []
-        self.buffers: list[bytes] = [b""]  # buffer 0 is the empty sentinel the schema reserves
         self.ops: list[Operator] = []
         self._names: set[str] = set()
         self._reserved: set[str] = set()
         self._consts: dict[tuple, int] = {}
-        self._buffer_of: dict[bytes, int] = {}
+        # the model's buffers live in the main graph; a subgraph (a WHILE's cond / body) stores into them too
+        self.root: Graph = parent.root if parent is not None else self
+        if parent is None:
+            self.buffers: list[bytes] = [b""]  # buffer 0 is the empty sentinel the schema reserves
+            self._buffer_of: dict[bytes, int] = {}
+            self.subgraphs: list[tuple[Graph, list[int], list[int], str]] = []  # index 1, 2, ... of the file
+
+    def subgraph(self, name: str) -> tuple[Graph, int]:
+        """A new subgraph of the model (WHILE cond / body) and its index in the file; set its inputs / outputs
+        with `finish_subgraph`."""
+        child = Graph(self)
+        self.root.subgraphs.append((child, [], [], name))
+        return child, len(self.root.subgraphs)
+
+    def finish_subgraph(self, index: int, inputs: Sequence[int], outputs: Sequence[int]) -> None:
+        child, _, _, name = self.root.subgraphs[index - 1]
+        self.root.subgraphs[index - 1] = (child, list(inputs), list(outputs), name)
 
     # -- tensors -----------------------------------------------------------------------------------
     def reserve(self, *names: str) -> None:
@@ -96,15 +111,16 @@ class Graph:
         self.tensors[index].name = name
 
     def _buffer(self, data: bytes) -> int:
+        root = self.root
         key = hashlib.sha256(data).digest()
-        if key not in self._buffer_of:
-            self.buffers.append(data)
-            self._buffer_of[key] = len(self.buffers) - 1
-        return self._buffer_of[key]
+        if key not in root._buffer_of:
+            root.buffers.append(data)
+            root._buffer_of[key] = len(root.buffers) - 1
+        return root._buffer_of[key]
 
     def const(self, name: str, array: np.ndarray) -> int:
         """A constant tensor; an identical constant (dtype, shape, bytes) already added is reused."""
-        a = np.ascontiguousarray(array)
+        a = np.asarray(array, order="C")  # (ascontiguousarray would turn a scalar into [1])
         if a.dtype not in TENSOR_TYPES:
             raise TypeError(f"constant {name!r}: unsupported dtype {a.dtype}")
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
@@ -139,31 +155,36 @@ class Graph:
     # -- serialization -----------------------------------------------------------------------------
     def serialize(self, inputs: Sequence[int], outputs: Sequence[int], metadata: dict[str, str],
                   description: str = "") -> bytes:
-        """The .tflite bytes: one subgraph, a `serving_default` SignatureDef over the tensor names, metadata."""
+        """The .tflite bytes: the main subgraph (and any WHILE subgraphs), a `serving_default` SignatureDef over the
+        tensor names, metadata."""
         buffers = [*self.buffers, *(value.encode() for value in metadata.values())]
         meta_buffers = {key: len(self.buffers) + i for i, key in enumerate(metadata)}
-        size = sum(len(data) + BUFFER_ALIGNMENT for data in buffers) + 64 * len(self.tensors) + 4096
+        tensors = len(self.tensors) + sum(len(g.tensors) for g, *_ in self.subgraphs)
+        size = sum(len(data) + BUFFER_ALIGNMENT for data in buffers) + 64 * tensors + 4096
         b = flatbuffers.Builder(min(size, MAX_FILE_BYTES))
 
+        graphs = [(self, list(inputs), list(outputs), "main"), *self.subgraphs]
         opcodes: dict[tuple[int, int], int] = {}
-        for o in self.ops:
-            opcodes.setdefault((o.code, o.version), len(opcodes))
+        for graph, _, _, _ in graphs:
+            for o in graph.ops:
+                opcodes.setdefault((o.code, o.version), len(opcodes))
         opcode_offsets = [_operator_code(b, code, version) for code, version in opcodes]
-        tensor_offsets = [_tensor(b, t) for t in self.tensors]
-        op_offsets = [_operator(b, opcodes[o.code, o.version], o) for o in self.ops]
-
-        name = b.CreateString("main")
-        subgraph_inputs = _int_vector(b, tflite.SubGraphStartInputsVector, inputs)
-        subgraph_outputs = _int_vector(b, tflite.SubGraphStartOutputsVector, outputs)
-        tensors_vec = _offset_vector(b, tflite.SubGraphStartTensorsVector, tensor_offsets)
-        ops_vec = _offset_vector(b, tflite.SubGraphStartOperatorsVector, op_offsets)
-        tflite.SubGraphStart(b)
-        tflite.SubGraphAddTensors(b, tensors_vec)
-        tflite.SubGraphAddInputs(b, subgraph_inputs)
-        tflite.SubGraphAddOutputs(b, subgraph_outputs)
-        tflite.SubGraphAddOperators(b, ops_vec)
-        tflite.SubGraphAddName(b, name)
-        subgraph = tflite.SubGraphEnd(b)
+        subgraph_offsets = []
+        for graph, ins, outs, label in graphs:
+            tensor_offsets = [_tensor(b, t) for t in graph.tensors]
+            op_offsets = [_operator(b, opcodes[o.code, o.version], o) for o in graph.ops]
+            name = b.CreateString(label)
+            subgraph_inputs = _int_vector(b, tflite.SubGraphStartInputsVector, ins)
+            subgraph_outputs = _int_vector(b, tflite.SubGraphStartOutputsVector, outs)
+            tensors_vec = _offset_vector(b, tflite.SubGraphStartTensorsVector, tensor_offsets)
+            ops_vec = _offset_vector(b, tflite.SubGraphStartOperatorsVector, op_offsets)
+            tflite.SubGraphStart(b)
+            tflite.SubGraphAddTensors(b, tensors_vec)
+            tflite.SubGraphAddInputs(b, subgraph_inputs)
+            tflite.SubGraphAddOutputs(b, subgraph_outputs)
+            tflite.SubGraphAddOperators(b, ops_vec)
+            tflite.SubGraphAddName(b, name)
+            subgraph_offsets.append(tflite.SubGraphEnd(b))
 
         signature = _signature(b, [(self.tensors[i].name, i) for i in inputs],
                                [(self.tensors[i].name, i) for i in outputs])
@@ -179,7 +200,7 @@ class Graph:
         buffer_offsets = [_buffer(b, data) for data in buffers]
 
         opcodes_vec = _offset_vector(b, tflite.ModelStartOperatorCodesVector, opcode_offsets)
-        subgraphs_vec = _offset_vector(b, tflite.ModelStartSubgraphsVector, [subgraph])
+        subgraphs_vec = _offset_vector(b, tflite.ModelStartSubgraphsVector, subgraph_offsets)
         buffers_vec = _offset_vector(b, tflite.ModelStartBuffersVector, buffer_offsets)
         metadata_vec = _offset_vector(b, tflite.ModelStartMetadataVector, metadata_offsets)
         signatures_vec = _offset_vector(b, tflite.ModelStartSignatureDefsVector, [signature])
@@ -413,6 +434,15 @@ def squeeze(dims: Sequence[int]) -> Options:
         return tflite.SqueezeOptionsEnd(b)
 
     return BuiltinOptions.SqueezeOptions, build
+
+
+def while_(cond: int, body: int) -> Options:
+    return _table(BuiltinOptions.WhileOptions, tflite.WhileOptionsStart, tflite.WhileOptionsEnd,
+                  (tflite.WhileOptionsAddCondSubgraphIndex, cond), (tflite.WhileOptionsAddBodySubgraphIndex, body))
+
+
+def fill() -> Options:
+    return _table(BuiltinOptions.FillOptions, tflite.FillOptionsStart, tflite.FillOptionsEnd)
 
 
 def shape_of() -> Options:

@@ -35,15 +35,17 @@ def _shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[st
     register_schemas()
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # data_prop: shapes computed by Shape ops
     shapes, dtypes = {}, {}
-    g = inferred.graph
-    for vi in [*g.input, *g.value_info, *g.output]:
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else BATCH for d in t.shape.dim)
-        if t.elem_type in _NP:
-            dtypes[vi.name] = np.dtype(_NP[t.elem_type])
-    for init in g.initializer:
-        shapes[init.name] = tuple(init.dims)
+    from ..onnx.graph import all_graphs
+
+    for g in all_graphs(inferred.graph):  # Scan bodies too (their value names are unique in a hub)
+        for vi in [*g.input, *g.value_info, *g.output]:
+            t = vi.type.tensor_type
+            if t.HasField("shape"):
+                shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else BATCH for d in t.shape.dim)
+            if t.elem_type in _NP:
+                dtypes[vi.name] = np.dtype(_NP[t.elem_type])
+        for init in g.initializer:
+            shapes[init.name] = tuple(init.dims)
     return shapes, dtypes
 
 
@@ -94,10 +96,6 @@ def _fuse_gelu(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray]) -> li
 def translate(hub: onnx.ModelProto) -> tuple[Graph, list[int], list[int], dict[str, dict]]:
     """The TFLite graph of `hub`, its signature inputs / outputs and the doped matrices' tensors by role."""
     graph = hub.graph
-    scan = next((n for n in graph.node if n.op_type in ("Scan", "Loop")), None)
-    if scan is not None:
-        raise InputError(f"TFLite: no translation for ONNX op {scan.op_type} (node {scan.name!r}) yet: export "
-                         "recurrent models with mode='step' for TFLite (one time step, states in and out)")
     shapes, dtypes = _shapes(hub)
     consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     nodes = list(graph.node)

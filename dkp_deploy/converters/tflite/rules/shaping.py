@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 from tflite.BuiltinOperator import BuiltinOperator as Op
 
 from ....errors import InputError
@@ -28,9 +29,22 @@ def gather(ctx: Context, node: onnx.NodeProto) -> None:
     out = node.output[0]
     data, index = ctx.tensor(node.input[0]), ctx.const(node.input[1])
     shape = ctx.shape(node.input[0])
+    if index is not None and np.any(index < 0) and shape[axis] < 0:
+        if np.ndim(index) != 0:
+            raise InputError(f"node {node.name!r}: negative Gather indices on a dynamic axis")
+        # x[..., -k, ...] on a dynamic axis: the index is the axis' run-time size - k
+        g, dt = ctx.g, ctx.dtype(node.input[0])
+        dims = g.op1(Op.SHAPE, [data], f"{out}/dims", (len(shape),), G.shape_of(), dtype=np.int32)
+        size = g.op1(Op.SLICE, [dims, g.const(f"{out}/axis", np.array([axis], np.int32)),
+                                g.const("gather/one1", np.array([1], np.int32))], f"{out}/size", (1,), G.slice_(),
+                     dtype=np.int32)
+        pos = g.op1(Op.ADD, [size, g.const(f"{out}/offset", np.array([int(index)], np.int32))], f"{out}/pos", (1,),
+                    G.add(), dtype=np.int32)
+        kept = (*shape[:axis], 1, *shape[axis + 1:])
+        picked = g.op1(Op.GATHER, [data, pos], f"{out}/gather", kept, G.gather(axis=axis), dtype=dt)
+        ctx.bind(out, g.op1(Op.SQUEEZE, [picked], out, ctx.shape(out), G.squeeze([axis]), dtype=dt))
+        return
     if index is not None and np.any(index < 0):  # ONNX counts negative indices from the end; TFLite refuses them
-        if shape[axis] < 0:
-            raise InputError(f"node {node.name!r}: a negative Gather index on a dynamic axis")
         index = np.where(index < 0, index + shape[axis], index)
         ctx.consts[node.input[1] + "/nonneg"] = index
         node = onnx.helper.make_node("Gather", [node.input[0], node.input[1] + "/nonneg"], list(node.output),
@@ -169,3 +183,22 @@ def transpose(ctx: Context, node: onnx.NodeProto) -> None:
     version = 1 if len(perm) <= 4 else len(perm)  # TRANSPOSE declares 5-D at version 5, 6-D at version 6
     ctx.bind(out, ctx.g.op1(Op.TRANSPOSE, [ctx.tensor(node.input[0]), p], out, ctx.shape(out),
                             dtype=ctx.dtype(node.input[0]), version=version))
+
+
+@rule("ConstantOfShape")
+def constant_of_shape(ctx: Context, node: onnx.NodeProto) -> None:
+    """FILL of the (possibly computed) shape with the node's value (a zero state torch.onnx writes for h0)."""
+    out = node.output[0]
+    t = ctx.attrs(node).get("value")
+    value = onnx.numpy_helper.to_array(t).ravel()[0] if t is not None else np.float32(0)
+    value = np.asarray(value, np.float32 if np.asarray(value).dtype.kind == "f" else np.int32)
+    fill = ctx.g.const(f"{out}/value", value)
+    ctx.bind(out, ctx.g.op1(Op.FILL, [ctx.tensor(node.input[0]), fill], out, ctx.shape(out), G.fill(),
+                            dtype=value.dtype))
+
+
+@rule("Expand")
+def expand(ctx: Context, node: onnx.NodeProto) -> None:
+    x, out = node.input[0], node.output[0]
+    ctx.bind(out, ctx.g.op1(Op.BROADCAST_TO, [ctx.tensor(x), ctx.tensor(node.input[1])], out, ctx.shape(out),
+                            dtype=ctx.dtype(x)))
