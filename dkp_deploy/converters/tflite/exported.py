@@ -66,14 +66,15 @@ def sparse_csr(tensor, values: np.ndarray) -> CSR:
 
 
 def _tensors(model) -> dict[str, tuple]:
-    """name -> (tensor, its buffer's bytes as uint8) for the main subgraph."""
-    sub = model.Subgraphs(0)
+    """name -> (tensor, its buffer's bytes as uint8) over every subgraph (WHILE bodies hold a recurrence's weights)."""
     out = {}
-    for i in range(sub.TensorsLength()):
-        t = sub.Tensors(i)
-        buf = model.Buffers(t.Buffer())
-        data = buf.DataAsNumpy() if buf is not None and buf.DataLength() else np.zeros(0, np.uint8)
-        out[t.Name().decode()] = (t, data)
+    for k in range(model.SubgraphsLength()):
+        sub = model.Subgraphs(k)
+        for i in range(sub.TensorsLength()):
+            t = sub.Tensors(i)
+            buf = model.Buffers(t.Buffer())
+            data = buf.DataAsNumpy() if buf is not None and buf.DataLength() else np.zeros(0, np.uint8)
+            out.setdefault(t.Name().decode(), (t, data))
     return out
 
 
