@@ -88,6 +88,12 @@ def test_full_reproduction_compresses_every_method_to_20x(reproduce):
     assert {ms[n].cmr_schedule for n in ("doped_kp_lindec", "doped_kp_constant", "doped_kp_expdec")} == {
         "linDec", "constant", "expDec"}
     assert ms["doped_kp_no_cmr"].cmr == 0 and ms["doped_kp_lindec"].cmr == pytest.approx(0.7)
+    lmf_rank = ms["doped_lmf"].doping["rank"]  # Table 3's doped LMF / HMD: structure + W_s at the same 20x
+    stored = lmf_rank * (M + N) + round(ms["doped_lmf"].final_density * M * N)
+    assert M * N / stored == pytest.approx(20, rel=0.001) and ms["doped_lmf"].final_density > 0
+    rows, hrank = ms["doped_hmd"].doping["hmd_rows"], ms["doped_hmd"].doping["rank"]
+    stored = rows * N + hrank * (M - rows + N) + round(ms["doped_hmd"].final_density * M * N)
+    assert M * N / stored == pytest.approx(20, rel=0.001) and ms["doped_hmd"].final_density > 0
 
 
 def test_reproduce_tiny_writes_results_table_and_plot(reproduce, tmp_path):

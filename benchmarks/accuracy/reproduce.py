@@ -143,6 +143,16 @@ def methods(s: Setting) -> dict[str, Method]:
         "hmd", {"structure": "hmd", "rank": hmd_rank, "hmd_rows": hmd_rows, "density": 0.0},
         lstm_cf=M * N / (hmd_rows * N + hmd_rank * (M - hmd_rows + N)), notes={"rank": hmd_rank, "rows": hmd_rows},
     )
+    for name, cmr, schedule in (
+        ("doped_kp_no_cmr", 0.0, "linDec"),
+        ("doped_kp_lindec", s.cmr, "linDec"),
+        ("doped_kp_constant", s.cmr, "constant"),
+        ("doped_kp_expdec", s.cmr, "expDec"),
+    ):
+        out[name] = Method(
+            name, {"structure": "kron", "kron_shape": doped}, final_density=doped_density, cmr_schedule=schedule,
+            cmr=cmr, lstm_cf=s.cf, notes={"kron_shape": doped, "ws_density": doped_density},
+        )
     # Table 3's doped LMF / HMD: the structure at half the budget, W_s pruned to the other half, CMR linDec
     d_rank = max(1, round(0.5 * budget / (M + N)))
     out["doped_lmf"] = Method(
@@ -157,16 +167,6 @@ def methods(s: Setting) -> dict[str, Method]:
         final_density=(budget - hmd_stored) / (M * N), cmr=s.cmr, lstm_cf=s.cf,
         notes={"rank": d_hrank, "rows": d_rows, "ws_density": (budget - hmd_stored) / (M * N)},
     )
-    for name, cmr, schedule in (
-        ("doped_kp_no_cmr", 0.0, "linDec"),
-        ("doped_kp_lindec", s.cmr, "linDec"),
-        ("doped_kp_constant", s.cmr, "constant"),
-        ("doped_kp_expdec", s.cmr, "expDec"),
-    ):
-        out[name] = Method(
-            name, {"structure": "kron", "kron_shape": doped}, final_density=doped_density, cmr_schedule=schedule,
-            cmr=cmr, lstm_cf=s.cf, notes={"kron_shape": doped, "ws_density": doped_density},
-        )
     return out
 
 
