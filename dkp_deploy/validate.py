@@ -298,14 +298,12 @@ def validate_export(
     rtol_layer: float = 1e-5,
     seed: int = 0,
 ) -> Report:
-    """A file from `dkp_deploy.export` against its hub (a path or ModelProto, run in float64 by onnx.reference,
-    torch-free) and / or the torch `model` (run in float64 on a copy; `args` as given to export, for the input
-    structure), on random inputs at two different sets of dynamic sizes; plus every doped matrix of the hub
-    rebuilt from the file's own tensors."""
+    """A file from `dkp_deploy.export` (.onnx or .tflite) against its hub (a path or ModelProto, run in float64
+    by onnx.reference, torch-free) and / or the torch `model` (run in float64 on a copy; `args` as given to export,
+    for the input structure), on random inputs at two different sets of dynamic sizes; plus every doped matrix of
+    the hub rebuilt from the file's own tensors. A .tflite file needs its hub (its inputs carry no dim names)."""
     import onnx
 
-    from . import runtime
-    from .converters.onnx import load_exported
     from .hub import reference
     from .hub.matrix import DOPED_MATMUL, matrix_name, read_doped_matmul
 
@@ -313,10 +311,19 @@ def validate_export(
     if hub is None and model is None:
         raise ValueError("validate_export needs a hub and / or a torch model to compare with")
     hub_model = hub if hub is None or isinstance(hub, onnx.ModelProto) else onnx.load(str(existing_file(hub)))
-    lowered = onnx.load(str(path))
+    fmt, load_exported, make_runner = _backend(path)
+    if fmt == "tflite":
+        if hub_model is None:
+            raise InputError("a .tflite export validates against its hub (export it with sparse_impl='hub' too)",
+                             path)
+        graph = hub_model.graph  # names and symbolic sizes of the inputs, as the .tflite's signature keeps them
+        mode = {p.key: p.value for p in hub_model.metadata_props}.get("dkp.mode", "sequence")
+    else:
+        lowered = onnx.load(str(path))
+        graph, mode = lowered.graph, lowered_mode(lowered)
     source = "hub" if hub is not None else type(model).__name__
     report = Report(source=str(hub) if isinstance(hub, (str, os.PathLike)) else source, exported=str(path),
-                    format="onnx", mode=lowered_mode(lowered))
+                    format=fmt, mode=mode)
     if hub_model is not None:
         exported = load_exported(path)
         from onnx import numpy_helper
@@ -330,23 +337,25 @@ def validate_export(
                     name = matrix_name(node)
                     want = read_doped_matmul(node, arrays)[0].dense(np.float64)
                     report.rows.append(_layer_row(name, exported.matrices.get(name), want, rtol_layer))
-    sess = runtime.session(path)
+    run = make_runner(path)
+    inputs = [vi.name for vi in graph.input if vi.name not in {t.name for t in graph.initializer}]
+    outputs = [o.name for o in graph.output]
     rng = np.random.default_rng(seed)
-    dims = _dim_params(lowered.graph)
+    dims = _dim_params(graph)
     # two sets of dynamic sizes: 2, 3, 4, ... and 1, 2, 3, ... (a batch of 1 and a different T)
     for label, sizes in (("sizes A", {p: 2 + i for i, p in enumerate(dims)}),
                          ("sizes B", {p: 1 + i * 3 for i, p in enumerate(dims)})):
-        feeds = _random_feeds(lowered.graph, sizes, rng)
-        out = runtime.run(sess, feeds)
+        feeds = _random_feeds(graph, sizes, rng)
+        out = run(feeds)
         refs: list[tuple[str, list[np.ndarray]]] = []
         if hub_model is not None:
             refs.append(("hub", list(reference.run(hub_model, feeds).values())))
         if model is not None:
-            refs.append(("torch", _torch_outputs(model, args, [feeds[i.name] for i in sess.get_inputs()])))
+            refs.append(("torch", _torch_outputs(model, args, [feeds[name] for name in inputs])))
         for ref_name, values in refs:
-            for o, ref in zip(sess.get_outputs(), values):
-                max_abs, max_rel, err = _errors(out[o.name], np.asarray(ref, np.float64))
-                report.rows.append(Row("e2e", f"{label} vs {ref_name}: {o.name}", max_abs, max_rel, err, atol_e2e,
+            for name, ref in zip(outputs, values):
+                max_abs, max_rel, err = _errors(out[name], np.asarray(ref, np.float64))
+                report.rows.append(Row("e2e", f"{label} vs {ref_name}: {name}", max_abs, max_rel, err, atol_e2e,
                                        err <= atol_e2e))
     return report
 

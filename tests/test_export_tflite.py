@@ -214,3 +214,29 @@ def test_exported_tflite_on_tflite_runtime_214(tmp_path):
     proc = subprocess.run([str(RUNTIME_VENV_PYTHON), str(CHECK_SCRIPT), str(tmp_path)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and f"{len(MODELS)}/{len(MODELS)} models" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["bidirectional_tagger", "gru_lm_tied_step"])
+def test_dkp_validate_checks_a_tflite_export_against_its_hub(tmp_path, capsys, name):
+    """Torch-free: the hub in float64 (onnx.reference) at two sets of dynamic sizes, and every doped matrix."""
+    import json
+
+    from dkp_deploy.cli import validate_main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        model, args, dims, names, _ = MODELS[name]()
+    mode = "step" if name.endswith("_step") else "sequence"
+    kw = {"dynamic_shapes": dims, "mode": mode, "input_names": names}
+    hub = export(model.eval(), args, tmp_path / "m.hub.onnx", sparse_impl="hub", **kw)
+    path = export(model, args, tmp_path / "m.tflite", **kw)
+    capsys.readouterr()
+    assert validate_main([str(hub), str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    kinds = [r["kind"] for r in report["rows"]]
+    assert report["passed"] and report["format"] == "tflite" and kinds.count("e2e") >= 2 and "layer" in kinds
+    with pytest.raises(InputError, match="validates against its hub"):
+        from dkp_deploy.validate import validate_export
+
+        validate_export(path, model=model, args=args)

@@ -36,13 +36,52 @@ class DopedMatMul(OpRun):
 
 
 def _promote(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose float32 initializers are float64 (so every op computes in float64)."""
+    """A copy whose float32 initializers (Scan bodies' too) are float64, so every op computes in float64, and
+    whose reverse-direction Scans read and write a flipped sequence (onnx.reference runs forward Scans only)."""
+    from ..converters.onnx.graph import all_graphs
+
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    for t in out.graph.initializer:
-        if t.data_type == onnx.TensorProto.FLOAT:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
+    for g in all_graphs(out.graph):
+        tensors = [*g.initializer, *(a.t for n in g.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR)]
+        for t in tensors:  # initializers and Constant / ConstantOfShape values
+            if t.data_type == onnx.TensorProto.FLOAT:
+                t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
+        for n in g.node:  # ConstantOfShape's default value is a float32 zero
+            if n.op_type == "ConstantOfShape" and not n.attribute:
+                n.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(np.zeros(1))))
+    for g in list(all_graphs(out.graph)):
+        _forward_scans(g)
     return out
+
+
+def _forward_scans(graph: onnx.GraphProto) -> None:
+    """Scan(x, reverse) = flip(Scan(flip(x), forward)) for the hub's one scan input and output per Scan."""
+    flip = [numpy_helper.from_array(np.array(v, np.int64), f"reference/flip/{k}")
+            for k, v in (("starts", [-1]), ("ends", [-(2**62)]), ("axes", [0]), ("steps", [-1]))]
+    nodes, used = [], False
+    for node in graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        directions = list(attrs["scan_input_directions"].ints) if "scan_input_directions" in attrs else []
+        if node.op_type != "Scan" or not any(directions):
+            nodes.append(node)
+            continue
+        used = True
+        x, y = node.input[-1], node.output[-1]
+        nodes.append(onnx.helper.make_node("Slice", [x, *(t.name for t in flip)], [f"{x}/reference_flipped"]))
+        scan = onnx.NodeProto()
+        scan.CopyFrom(node)
+        scan.input[-1], scan.output[-1] = f"{x}/reference_flipped", f"{y}/reference_flipped"
+        for a in scan.attribute:
+            if a.name in ("scan_input_directions", "scan_output_directions"):
+                del a.ints[:]
+                a.ints.extend([0] * len(directions))
+        nodes.append(scan)
+        nodes.append(onnx.helper.make_node("Slice", [f"{y}/reference_flipped", *(t.name for t in flip)], [y]))
+    if used:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        graph.initializer.extend(flip)
 
 
 def run(hub: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
