@@ -297,6 +297,18 @@ def test_bidirectional_tagger(tmp_path, impl):
     _check(path, model, [(2, 6, 16), (1, 1, 16), (3, 13, 16)], lambda s: rng.standard_normal(s).astype(np.float32))
 
 
+def test_hub_reference_runs_reverse_scans(tmp_path):
+    """onnx.reference has no reverse-direction Scan: the hub reference flips the sequence (bidirectional LSTM)."""
+    torch.manual_seed(0)
+    model = dkp_deploy.compress(Tagger(), cf=2).eval()
+    dims = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("time")},)
+    path = export(model, (torch.randn(2, 6, 16),), tmp_path / "tag.hub.onnx", dynamic_shapes=dims, sparse_impl="hub")
+    hub = onnx.load(str(path))
+    x = np.random.default_rng(2).standard_normal((3, 9, 16))
+    out = reference.run(hub, {hub.graph.input[0].name: x})[hub.graph.output[0].name]
+    assert out.dtype == np.float64 and _rel_err(out, _torch64(model, x)) <= 1e-9
+
+
 class ConvLSTM(nn.Module):
     """A keyword spotter: conv1d features -> LSTM -> last step -> classes."""
 
