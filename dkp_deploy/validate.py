@@ -201,6 +201,11 @@ def _user_feeds(inputs: Any, spec: ModelSpec, mode: str) -> dict[str, np.ndarray
     return feeds
 
 
+def _size(dim: Any, first: Any, feeds: dict[str, np.ndarray]) -> int:
+    """A signature dimension's size: a number, or "batch" read off the first input (`first`, its signature)."""
+    return dim if isinstance(dim, int) else int(feeds[first.name].shape[first.shape.index(dim)])
+
+
 def validate(
     source: Any,
     exported_path: str | os.PathLike,
@@ -245,6 +250,10 @@ def validate(
         cases.append(("user", user))
     for label, feeds in cases:
         ref = reference.run(spec, feeds, mode)
+        if fmt == "tflite":  # TFLite has no optional inputs: a state left out is fed as the zeros it stands for
+            sigs = signature.inputs(spec, mode)
+            feeds = {**{s.name: np.zeros([_size(d, sigs[0], feeds) for d in s.shape], s.dtype)
+                        for s in sigs if s.optional and s.name not in feeds}, **feeds}
         try:
             out = run(feeds)
         except DkpError as e:

@@ -251,7 +251,7 @@ def test_builtin_ops_only(tmp_path, make):
     """No custom op: every operator is one of the builtins docs/tflite.md lists."""
     op = tflite.BuiltinOperator
     documented = {op.RESHAPE, op.TRANSPOSE, op.FULLY_CONNECTED, op.CONCATENATION, op.ADD, op.MUL, op.SPLIT, op.RELU,
-                  op.TANH, op.LOGISTIC, op.GELU, op.UNPACK, op.PACK, op.GATHER}
+                  op.TANH, op.LOGISTIC, op.GELU, op.GATHER, op.SQUEEZE, op.EXPAND_DIMS}
     model = _model(to_tflite(make(), tmp_path / "m.tflite", quiet=True))
     codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
     assert all(c.CustomCode() is None for c in codes)
@@ -273,13 +273,23 @@ def test_deploy_side_imports_without_torch():
 
 
 # -- bad input --------------------------------------------------------------------------------------
-def test_sequence_mode_is_refused_for_recurrent_models(tmp_path):
-    with pytest.raises(InputError, match="step-only"):
-        to_tflite(lstm(), tmp_path / "l.tflite", mode="sequence")
+@pytest.mark.parametrize("make", [lstm, lstm_lm, lambda: lstm(batch_first=True)])
+def test_sequence_mode_is_a_while_over_time(tmp_path, make):
+    """mode="sequence": the hub's Scans as TFLite WHILE loops: right at any T and batch, with and without state."""
+    spec = make()
+    path = to_tflite(spec, tmp_path / "s.tflite", mode="sequence", quiet=True)
+    model = _model(path)
+    codes = {model.OperatorCodes(i).BuiltinCode() for i in range(model.OperatorCodesLength())}
+    assert tflite.BuiltinOperator.WHILE in codes and model.SubgraphsLength() == 1 + 2 * spec.lstm.num_layers
+    interp = rt.interpreter(path)
+    for time, batch in ((5, 2), (1, 1), (9, 3)):
+        feeds = signature.random_feeds(spec, "sequence", batch=batch, time=time, seed=time)
+        out, ref = rt.run(interp, feeds), reference.run(spec, feeds, "sequence")
+        for name in ref:
+            np.testing.assert_allclose(out[name], ref[name], atol=3e-6, err_msg=f"{name} T={time}")
+    assert validate.validate(spec, path).passed
     with pytest.raises(ValueError, match="mode"):
-        to_tflite(lstm(), tmp_path / "l.tflite", mode="stream")
-    assert not list(tmp_path.iterdir())
-    to_tflite(mlp(), tmp_path / "m.tflite", mode="sequence", quiet=True)  # an MLP has no time axis: same graph
+        to_tflite(spec, tmp_path / "l.tflite", mode="stream")
 
 
 def test_bad_sources_and_outputs_leave_no_file(tmp_path):

@@ -1,8 +1,9 @@
-"""TFLite converter: builtin ops only, one small lowering rule per block (see docs/tflite.md)."""
+"""TFLite converter: a hub (native checkpoint or `dkp_deploy.export`) translated to builtin ops by one rule per op
+family (rules/), doped matrices by the matrix rule (matrix.py); see docs/tflite.md."""
 
 from __future__ import annotations
 
 from .exported import load_exported
-from .model import build, to_tflite
+from .model import to_tflite
 
-__all__ = ["to_tflite", "build", "load_exported"]
+__all__ = ["to_tflite", "load_exported"]
