@@ -16,6 +16,7 @@
 namespace dkp_ort {
 
 constexpr uint32_t kApiVersion = 16;  // the API version we request and the CustomOp version we declare
+constexpr uint32_t kApiVersionParallel = 17;  // KernelContext_ParallelFor (onnxruntime's intra-op thread pool)
 
 // Opaque handles owned by the runtime.
 struct Status;
@@ -60,7 +61,8 @@ enum MemType { OrtMemTypeCPUInput = -2, OrtMemTypeCPUOutput = -1, OrtMemTypeDefa
   X(93, ReleaseStatus)                        \
   X(99, ReleaseTensorTypeAndShapeInfo)        \
   X(244, KernelInfo_GetNodeName)              \
-  X(249, KernelInfoGetConstantInput_tensor)
+  X(249, KernelInfoGetConstantInput_tensor)  \
+  X(274, KernelContext_ParallelFor)
 
 // Unused slots are kept as anonymous padding so each member lands on its slot.
 #define DKP_ORT_GAP(first, end) void* unused_##first[(end) - (first)];
@@ -98,6 +100,10 @@ struct Api {
   Status* (*KernelInfoGetConstantInput_tensor)(const KernelInfo* info, size_t index, int* is_constant,
                                                const Value** out) noexcept;  // 249
   // Slots 250..264 complete version 16; we never touch them, and the runtime's table is at least that long.
+  DKP_ORT_GAP(250, 274)
+  // Version 17 (onnxruntime >= 1.17): read only through a table that GetApi(kApiVersionParallel) returned.
+  Status* (*KernelContext_ParallelFor)(const KernelContext* context, void (*fn)(void*, size_t), size_t total,
+                                       size_t num_batch, void* usr_data) noexcept;  // 274
 };
 
 #undef DKP_ORT_GAP

@@ -4,6 +4,7 @@
 // optional Y0 float32 [..., M] (or [M], broadcast); output Y float32 [..., M] = X @ W^T (+ Y0).
 // Every input is checked and every failure comes back as an onnxruntime status naming the input. When the three CSR
 // arrays are constant initializers they are checked once, when the kernel is created; otherwise on every call.
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -60,6 +61,38 @@ std::string shape_str(const std::vector<int64_t>& dims) {
   std::string s = "[";
   for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
   return s + "]";
+}
+
+// onnxruntime's table for C API 17 (KernelContext_ParallelFor), null on onnxruntime 1.16.
+const Api* g_api_parallel = nullptr;
+constexpr int kParallelParts = 8;       // parts of W's rows per product at batch >= 2
+constexpr int64_t kParallelMinNnz = 16384;  // below this a product is too short to share out
+
+// One product split by rows of W: part p computes rows bounds[p] .. bounds[p + 1] for every row of X.
+struct RowParts {
+  const dkp::Csr* w;
+  const float* x;
+  std::vector<std::vector<float>> xt;  // X transposed once, shared by the parts
+  int64_t batch, n;
+  const float* y0;
+  bool y0_broadcast;
+  float* y;
+  std::vector<int64_t> bounds;
+};
+
+void run_transpose_part(void* data, size_t p) {
+  RowParts& job = *static_cast<RowParts*>(data);
+  const int64_t c0 = job.n * static_cast<int64_t>(p) / kParallelParts;
+  const int64_t c1 = job.n * static_cast<int64_t>(p + 1) / kParallelParts;
+  dkp::transpose_columns(job.x, job.batch, job.n, c0, c1, &job.xt);
+}
+
+void run_row_part(void* data, size_t p) {
+  const RowParts& job = *static_cast<const RowParts*>(data);
+  const int64_t r0 = job.bounds[p], r1 = job.bounds[p + 1];
+  if (r1 > r0) {
+    dkp::csr_matmul_rows(*job.w, r0, r1, job.x, job.xt, job.batch, job.n, job.y0, job.y0_broadcast, job.y);
+  }
 }
 
 // Releases a status we only inspect, and keeps its message.
@@ -197,8 +230,29 @@ struct Kernel {
     void* y = nullptr;
     if (Status* st = api->GetTensorMutableData(out, &y)) return error("output 'Y': " + take_message(api, st));
     if (batch == 0 || csr.rows == 0) return nullptr;
-    dkp::csr_matmul(csr, ell.get(), static_cast<const float*>(x.data), batch, n,
-                    has_y0 ? static_cast<const float*>(t[kY0].data) : nullptr, y0_broadcast, static_cast<float*>(y));
+    const float* xs = static_cast<const float*>(x.data);
+    const float* y0s = has_y0 ? static_cast<const float*>(t[kY0].data) : nullptr;
+    if (batch >= 2 && g_api_parallel && csr.nnz >= kParallelMinNnz) {
+      // Rows of W split into parts of about equal nnz, run on onnxruntime's intra-op thread pool (its size is the
+      // session's intra_op_num_threads; with one thread the parts run in turn here).
+      RowParts job{&csr, xs, dkp::transpose_blocks(xs, batch, n, false), batch, n, y0s, y0_broadcast,
+                   static_cast<float*>(y), {}};
+      if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_transpose_part, kParallelParts, 0, &job)) {
+        return error(take_message(api, st));
+      }
+      job.bounds.push_back(0);
+      for (int p = 1; p < kParallelParts; ++p) {
+        const int64_t target = csr.nnz * p / kParallelParts;
+        const int32_t* at = std::lower_bound(csr.row_ptr, csr.row_ptr + csr.rows + 1, static_cast<int32_t>(target));
+        job.bounds.push_back(std::max<int64_t>(job.bounds.back(), at - csr.row_ptr));
+      }
+      job.bounds.push_back(csr.rows);
+      if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_row_part, kParallelParts, 0, &job)) {
+        return error(take_message(api, st));
+      }
+      return nullptr;
+    }
+    dkp::csr_matmul(csr, ell.get(), xs, batch, n, y0s, y0_broadcast, static_cast<float*>(y));
     return nullptr;
   }
 };
@@ -344,6 +398,7 @@ extern "C" __attribute__((visibility("default"))) Status* RegisterCustomOps(dkp_
                             base->GetVersionString();
     return v1 ? v1->CreateStatus(dkp_ort::ORT_FAIL, msg.c_str()) : nullptr;
   }
+  g_api_parallel = base->GetApi(dkp_ort::kApiVersionParallel);
   std::call_once(g_domain_once, [api] {
     Status* st = api->CreateCustomOpDomain(kDomain, &g_domain);
     if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVec);

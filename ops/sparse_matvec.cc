@@ -538,4 +538,54 @@ void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batc
   }
 }
 
+std::vector<std::vector<float>> transpose_blocks(const float* x, int64_t batch, int64_t n, bool fill) {
+  std::vector<std::vector<float>> out;
+  for (int64_t b0 = 0; b0 < batch; b0 += 16) {
+    const int64_t nb = std::min<int64_t>(16, batch - b0);
+    if (nb == 1) {  // a single row is read as it is
+      out.emplace_back();
+      continue;
+    }
+    const int64_t width = int64_t{4} << (nb <= 4 ? 0 : nb <= 8 ? 1 : 2);
+    out.emplace_back(static_cast<size_t>(n * width), 0.f);
+  }
+  if (fill) transpose_columns(x, batch, n, 0, n, &out);
+  return out;
+}
+
+void transpose_columns(const float* x, int64_t batch, int64_t n, int64_t c0, int64_t c1,
+                       std::vector<std::vector<float>>* xt) {
+  for (int64_t b0 = 0, k = 0; b0 < batch; b0 += 16, ++k) {
+    std::vector<float>& block = (*xt)[static_cast<size_t>(k)];
+    if (block.empty()) continue;
+    const int64_t nb = std::min<int64_t>(16, batch - b0);
+    const int64_t width = static_cast<int64_t>(block.size()) / n;
+    for (int64_t r = 0; r < nb; ++r) {
+      const float* xr = x + (b0 + r) * n;
+      for (int64_t c = c0; c < c1; ++c) block[c * width + r] = xr[c];
+    }
+  }
+}
+
+void csr_matmul_rows(const Csr& w, int64_t r0, int64_t r1, const float* x,
+                     const std::vector<std::vector<float>>& xt, int64_t batch, int64_t n, const float* y0,
+                     bool y0_broadcast, float* y) {
+  const Kernels& kn = kernels();
+  const int64_t m = w.rows;
+  Csr part = w;  // rows r0..r1: row_ptr holds absolute offsets into col_idx / values, so a view is enough
+  part.rows = r1 - r0;
+  part.row_ptr = w.row_ptr + r0;
+  const int64_t y0_stride = y0_broadcast ? 0 : m;
+  for (int64_t b0 = 0, k = 0; b0 < batch; b0 += 16, ++k) {
+    const int64_t nb = std::min<int64_t>(16, batch - b0);
+    const float* y0b = y0 ? (y0_broadcast ? y0 + r0 : y0 + b0 * m + r0) : nullptr;
+    float* yb = y + b0 * m + r0;
+    if (nb == 1) {
+      kn.spmv(part, x + b0 * n, y0b, yb);
+    } else {
+      kn.spmm[nb <= 4 ? 0 : nb <= 8 ? 1 : 2](part, xt[static_cast<size_t>(k)].data(), nb, y0b, y0_stride, yb, m);
+    }
+  }
+}
+
 }  // namespace dkp

@@ -52,9 +52,9 @@ def model_bytes(
     return helper.make_model(graph, opset_imports=opsets, ir_version=8).SerializeToString()
 
 
-def session(model: bytes) -> ort.InferenceSession:
-    """A single-threaded CPU session with the op library, logging only fatal errors (failures are expected)."""
-    options = ops.session_options(intra_op_num_threads=1, log_severity_level=4)
+def session(model: bytes, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session with the op library (one intra-op thread unless told), logging only fatal errors."""
+    options = ops.session_options(intra_op_num_threads=threads, log_severity_level=4)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
@@ -91,7 +91,8 @@ def csr_arrays(w: sp.csr_matrix) -> dict[str, np.ndarray]:
 
 
 def run_case(
-    w: sp.csr_matrix, x: np.ndarray, y0: np.ndarray | None, *, constant: bool, y0_as_empty_name: bool = False
+    w: sp.csr_matrix, x: np.ndarray, y0: np.ndarray | None, *, constant: bool, y0_as_empty_name: bool = False,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs Y = X @ W^T (+ Y0) through the op; returns (got, expected float64, error scale)."""
     arrays = {"X": x, **csr_arrays(w)}
@@ -101,7 +102,7 @@ def run_case(
         names.append("Y0")
     elif y0_as_empty_name:
         names.append("")
-    sess = session(model_bytes(arrays, names, constant=CSR_NAMES if constant else ()))
+    sess = session(model_bytes(arrays, names, constant=CSR_NAMES if constant else ()), threads)
     feeds = {k: v for k, v in arrays.items() if not (constant and k in CSR_NAMES)}
     (got,) = sess.run(None, feeds)
     expected, scale = reference(w, x, y0)

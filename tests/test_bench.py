@@ -149,7 +149,7 @@ def test_update_docs_refreshes_readme_tables_of_a_temp_copy(tmp_path, capsys) ->
     for section in ("kernel", "layer", "model"):
         speedups = [v for r in results[section] for k, v in r.items() if k.startswith("speedup") and v is not None]
         assert speedups and all(math.isfinite(v) and v > 0 for v in speedups)
-    assert {r["runtime"] for r in results["layer"]} == {"ORT", "ORT vs int8", "TFLite"}
+    assert {r["runtime"] for r in results["layer"]} == {"ORT", "ORT vs int8", "ORT 2 threads vs 1", "TFLite"}
     assert all(r["lm_custom_vs_int8"] > 0 and r["lmd_custom_vs_int8"] > 0 for r in results["model"])
     assert results["profile"]["lstm_custom"]["nodes"] > 0
     # the general export path's LM step, timed next to the native file's (torch is in the test environment)

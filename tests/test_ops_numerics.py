@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ops_graphs import CSR_NAMES, assert_matches, csr_arrays, model_bytes, random_csr, reference, run_case, session
@@ -87,6 +88,25 @@ def test_a_realistic_layer_at_batch_1_and_8() -> None:
         x = rng.standard_normal((batch, 1300)).astype(np.float32)
         y0 = rng.standard_normal((batch, 260)).astype(np.float32)
         assert_matches(*run_case(w, x, y0, constant=True))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_batch_products_split_over_the_intra_op_pool(threads: int, broadcast: bool) -> None:
+    """Batch >= 2 and nnz >= 16384: W's rows in parts on onnxruntime's thread pool (KernelContext_ParallelFor),
+    every batch size around the 16-row blocks, empty rows included, Y0 per row or broadcast."""
+    rng = np.random.default_rng(threads)
+    w = random_csr(rng, 700, 900, 0.05)
+    keep = np.ones(700)
+    keep[5:40] = 0  # a run of empty rows inside a part
+    w = (sp.diags(keep) @ w).tocsr()
+    w.eliminate_zeros()
+    assert w.nnz >= 16384
+    for batch in (2, 7, 16, 17, 33):
+        x = rng.standard_normal((batch, 900)).astype(np.float32)
+        y0 = rng.standard_normal((700,) if broadcast else (batch, 700)).astype(np.float32)
+        for constant in (True, False):
+            assert_matches(*run_case(w, x, y0, constant=constant, threads=threads))
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2"])

@@ -63,12 +63,14 @@ def run(
             for key, path in files.items():
                 if key[0] == "ort":
                     fns[key] = ort_runner(ort_session(path, threads), {"x": x})
+                    if threads == 1 and isinstance(key[1], tuple) and key[1][0] == "custom":  # on a pool of 2 threads
+                        fns["ort2", key[1]] = ort_runner(ort_session(path, 2), {"x": x})
                 elif key[1] == "dense":  # builtin kernels like the doped model's, and XNNPACK as a user gets it
                     fns[key] = tflite_runner(path, {"x": x}, threads, default_delegates=False)
                     fns["tflite", "dense_xnnpack"] = tflite_runner(path, {"x": x}, threads, default_delegates=True)
                 else:
                     fns[key] = tflite_runner(path, {"x": x}, threads)
-            groups = [[k for k in fns if k[0] == "ort"]]
+            groups = [[k for k in fns if k[0] in ("ort", "ort2")]]
             if tflite:
                 for cf in specs:
                     fns["tflite_x", cf] = fns["tflite", cf]
@@ -92,6 +94,9 @@ def run(
                     rows.append(_row(common, "ORT", impl, t["ort", (impl, cf)], t["ort", "dense"]))
                 # against onnxruntime's int8 dynamic quantization of the dense layer
                 rows.append(_row(common, "ORT vs int8", "custom", t["ort", ("custom", cf)], t["ort", "int8"]))
+                if ("ort2", ("custom", cf)) in t:  # intra-op threads: 2 against 1, same file, same rounds
+                    rows.append(_row(common, "ORT 2 threads vs 1", "custom", t["ort2", ("custom", cf)],
+                                     t["ort", ("custom", cf)]))
                 if tflite:
                     rows.append(_row(common, "TFLite", "doped", t["tflite", cf], t["tflite", "dense"]))
                     xnn = t["tflite", "dense_xnnpack"]
