@@ -63,11 +63,17 @@ def _kws():
             ["x"], [[_floats(b, 10, t)] for b, t in ((2, 9), (1, 3), (4, 21))])
 
 
-def _lm_sequence():
-    hidden = (torch.zeros(2, 3, 24), torch.zeros(2, 3, 24))
-    feeds = [[_tokens(t, b), _floats(2, b, 24), _floats(2, b, 24)] for t, b in ((5, 3), (1, 1), (12, 2))]
-    return (dkp_deploy.compress(WordLM("LSTM"), cf=2), (torch.randint(0, 60, (5, 3)), hidden),
-            ({0: T, 1: B}, ({1: B}, {1: B})), ["tokens", "h", "c"], feeds)
+def _lm_sequence(rnn: str = "LSTM", doped: bool = True):
+    def make():
+        lstm = rnn == "LSTM"
+        hidden = (torch.zeros(2, 3, 24), torch.zeros(2, 3, 24)) if lstm else torch.zeros(2, 3, 24)
+        names = ["tokens", "h", "c"] if lstm else ["tokens", "h"]
+        feeds = [[_tokens(t, b), *[_floats(2, b, 24)] * (2 if lstm else 1)] for t, b in ((5, 3), (1, 1), (12, 2))]
+        model = WordLM(rnn)
+        model = dkp_deploy.compress(model, cf=2) if doped else model
+        return (model, (torch.randint(0, 60, (5, 3)), hidden),
+                ({0: T, 1: B}, ({1: B}, {1: B}) if lstm else {1: B}), names, feeds)
+    return make
 
 
 def _conv():
@@ -98,7 +104,10 @@ MODELS = {
     "mlp_layernorm_gelu": _mlp,
     "conv1d_classifier": _conv,
     "transformer_encoder_doped_ffn": _encoder,
-    "lstm_lm_sequence": _lm_sequence,
+    "lstm_lm_sequence": _lm_sequence(),
+    "gru_lm_sequence": _lm_sequence("GRU"),
+    "rnn_lm_sequence": _lm_sequence("RNN"),
+    "plain_lstm_lm_sequence": _lm_sequence("LSTM", doped=False),
     "bidirectional_tagger": _tagger,
     "conv1d_lstm_keyword_spotter": _kws,
     "lstm_lm_step": _lm("LSTM", False),
