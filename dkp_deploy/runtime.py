@@ -132,9 +132,10 @@ def run(path_or_session: Any, feeds: dict[str, np.ndarray], *, threads: int = 1)
     if unknown:
         raise InputError(f"the graph has no input(s) {', '.join(unknown)} (inputs: {', '.join(declared)})")
     cast = {k: np.ascontiguousarray(v, dtype=_ORT_DTYPES.get(declared[k])) for k, v in feeds.items()}
-    optional = sess.get_modelmeta().custom_metadata_map.get("dkp.optional_inputs", "")
-    for name in filter(None, optional.split(",")):
-        if name in declared and name not in cast:
-            cast[name] = _zeros_for(sess, name, cast)
+    if any(i.name not in cast for i in sess.get_inputs()):  # read the metadata only when something is left out
+        optional = sess.get_modelmeta().custom_metadata_map.get("dkp.optional_inputs", "")
+        for name in filter(None, optional.split(",")):
+            if name in declared and name not in cast:
+                cast[name] = _zeros_for(sess, name, cast)
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, cast)))

@@ -9,9 +9,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .linear import DopedLinear
+from .recurrent_config import RecurrentConfig
 
 
-class _DopedRecurrent(nn.Module):
+class _DopedRecurrent(RecurrentConfig, nn.Module):
     """Layers x directions of (W_ih, W_hh) DopedLinear pairs, torch's layout: ``cells_ih[k*D + d]`` is
     G*H x I_k (I_0 = input_size, I_k = D*H), ``cells_hh[k*D + d]`` G*H x H, biases b_ih / b_hh."""
 
@@ -39,20 +40,6 @@ class _DopedRecurrent(nn.Module):
             for _ in range(D)
         )
         self.cells_hh = nn.ModuleList(DopedLinear(H, G * H, bias, **doping) for _ in range(num_layers * D))
-
-    def _set_config(
-        self, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, batch_first: bool, dropout: float
-    ) -> None:
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
-        self.bidirectional, self.batch_first, self.dropout = bool(bidirectional), bool(batch_first), float(dropout)
-
-    @property
-    def num_directions(self) -> int:
-        return 2 if self.bidirectional else 1
 
     @classmethod
     def from_cells(

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 from .linear import DopedLinear
+from .recurrent_config import RecurrentConfig
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -55,7 +56,7 @@ def _run_direction(
     return out, h, c
 
 
-class DopedLSTM(nn.Module):
+class DopedLSTM(RecurrentConfig, nn.Module):
     """Drop-in for `torch.nn.LSTM` (no projections) with doped gate matrices.
 
     Layer k, direction d computes gates = W_k [x_t, h_{t-1}] + b_k with W_k a `DopedLinear` of shape 4H x (I_k + H)
@@ -83,13 +84,7 @@ class DopedLSTM(nn.Module):
         **doping: Any,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
-        self.batch_first, self.dropout = bool(batch_first), float(dropout)
-        self.bidirectional = bool(bidirectional)
+        self._set_config(input_size, hidden_size, num_layers, bidirectional, batch_first, dropout)
         shapes = doping.pop("kron_shape", None)
         # a list of num_layers shapes is per layer, unless it is itself one shape ([[M1, N1], [M2, N2]], e.g. JSON)
         if not (isinstance(shapes, list) and len(shapes) == num_layers and not _is_one_kron_shape(shapes)):
@@ -100,10 +95,6 @@ class DopedLSTM(nn.Module):
             for k in range(num_layers)
             for _ in range(D)
         )
-
-    @property
-    def num_directions(self) -> int:
-        return 2 if self.bidirectional else 1
 
     @classmethod
     def from_cells(
@@ -127,8 +118,7 @@ class DopedLSTM(nn.Module):
                 raise ValueError(f"cell {j}: gate matrix {cell.out_features} x {cell.in_features}, expected {want}")
         lstm = cls.__new__(cls)
         nn.Module.__init__(lstm)
-        lstm.input_size, lstm.hidden_size, lstm.num_layers = int(input_size), H, len(cells) // D
-        lstm.batch_first, lstm.dropout, lstm.bidirectional = bool(batch_first), float(dropout), bool(bidirectional)
+        lstm._set_config(input_size, H, len(cells) // D, bidirectional, batch_first, dropout)
         lstm.cells = nn.ModuleList(cells)
         return lstm
 
