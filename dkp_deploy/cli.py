@@ -191,6 +191,9 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
                         "Default: sequence for ONNX, step for TFLite")
     p.add_argument("--opset", type=int, choices=OPSETS, default=None, metavar="N",
                    help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="ONNX custom / portable only: store the doped matrices in int8 (weights only, one scale "
+                        "per row; activations stay float32)")
     _add_max_memory(p)
     args = p.parse_args(argv)
 
@@ -204,6 +207,9 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
         if out.exists() and out.resolve() == Path(args.model).resolve():
             raise InputError("the output would overwrite the input checkpoint", out)
         quiet = args.quiet or args.json  # stdout holds only the JSON summary then
+        if args.quantize and (target == "tflite" or args.sparse_impl == "dense"):
+            raise InputError(f"--quantize applies to ONNX with --sparse-impl custom or portable, not to "
+                             f"{'a .tflite target' if target == 'tflite' else '--sparse-impl dense'}", out)
         t0 = time.perf_counter()
         general = Path(args.model).suffix.lower() in (".onnx", ".pt2")
         if general:  # the general path: a hub, or a torch.export program, lowered for the target
@@ -216,7 +222,8 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
                 raise InputError("--opset does not apply to a hub (its opset was fixed when it was exported)", out)
             impl = args.sparse_impl or "custom"
             with _writing(out):
-                written = convert(args.model, out, sparse_impl=impl, opset=args.opset or HUB_OPSET)
+                written = convert(args.model, out, sparse_impl=impl, opset=args.opset or HUB_OPSET,
+                                  quantize=args.quantize)
             summary = {"target": target, "mode": args.mode or "sequence"}
             if target == "onnx":
                 summary["sparse_impl"] = impl
@@ -226,7 +233,7 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
             impl = args.sparse_impl or "custom"
             with max_memory(args.max_memory), _writing(out):
                 written = to_onnx(args.model, out, sparse_impl=impl, mode=args.mode or "sequence",
-                                  opset=args.opset or DEFAULT_OPSET, quiet=quiet)
+                                  opset=args.opset or DEFAULT_OPSET, quiet=quiet, quantize=args.quantize)
             summary = {"target": "onnx", "sparse_impl": impl, "mode": args.mode or "sequence",
                        "opset": args.opset or DEFAULT_OPSET}
         else:
@@ -244,13 +251,15 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
                 written = to_tflite(args.model, out, mode=args.mode or "step", quiet=quiet)
             summary = {"target": "tflite", "mode": args.mode or "step"}
         size = Path(written).stat().st_size
+        if args.quantize:
+            summary["quantize"] = args.quantize
         summary = {"output": str(written), "bytes": size, **summary, "source": str(args.model),
                    "seconds": round(time.perf_counter() - t0, 3)}
         if args.json:
             print(json.dumps(summary))
         elif not args.quiet:
             detail = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in summary.items()
-                               if k in ("sparse_impl", "mode"))
+                               if k in ("sparse_impl", "mode", "quantize"))
             print(f"dkp-convert: wrote {one_line(written)} ({size / 1024:.1f} KiB, {summary['target']}, {detail})")
         if args.verbose:
             print(f"dkp-convert: {summary['seconds']:.2f} s", file=sys.stderr)

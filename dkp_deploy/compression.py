@@ -9,6 +9,10 @@ Beyond the paper, which trains doped networks from scratch. For each weight W (M
 2. W_s = the largest-magnitude entries of the residual W - structured, as many as `density` (of M*N) or as
    leave the matrix at compression factor `cf` (eq. 3: M*N / (structured params + nnz)).
 
+An `nn.Embedding`'s V x D table is doped the same way (a `DopedEmbedding`, structure "kron" only) when `include`
+names it: embeddings are opt-in. An embedding and a decoder `nn.Linear` that share one weight (a tied LM) become
+one DopedLinear, which the `DopedEmbedding` reads its rows from, so they stay tied.
+
 An LSTM's gate matrices are folded to one 4H x (I+H) matrix per layer ([W_ih, W_hh], bias b_ih + b_hh), as
 `DopedLSTM` holds them; GRU / RNN matrices W_ih, W_hh are doped separately. The result trains further with
 `dkp_deploy.train` (fine-tuning recovers accuracy).
@@ -28,6 +32,7 @@ from torch import nn
 
 from .errors import InputError
 from .kron_shape import KronShape, check_kron_shape, choose_kron_shape
+from .nn.embedding import DopedEmbedding, check_embedding_options
 from .nn.gru import DopedGRU, _DopedRecurrent
 from .nn.linear import DopedLinear
 from .nn.lm import DopedLSTMLM
@@ -209,11 +214,24 @@ def _recurrent_matrices(mod: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor
     return out
 
 
+def _check_embedding(mod: nn.Embedding, opts: dict[str, Any]) -> None:
+    """InputError unless `mod` can become a DopedEmbedding with `opts`."""
+    if opts["structure"] != "kron":
+        raise InputError(f"an embedding is doped as kron(B, C) + W_s only, not structure {opts['structure']!r}")
+    check_embedding_options(padding_idx=mod.padding_idx, max_norm=mod.max_norm,
+                            scale_grad_by_freq=mod.scale_grad_by_freq, sparse=mod.sparse)
+
+
 def _dope(mod: nn.Module, opts: dict[str, Any]) -> tuple[nn.Module, list[DopedLinear]]:
-    """The doped replacement of one Linear / LSTM / GRU / RNN and its DopedLinears; _Unreachable / InputError."""
+    """The doped replacement of one Linear / Embedding / LSTM / GRU / RNN and its DopedLinears; _Unreachable /
+    InputError."""
     if isinstance(mod, nn.Linear):
         layer = dope_matrix(mod.weight, mod.bias, **opts)
         return layer, [layer]
+    if isinstance(mod, nn.Embedding):
+        _check_embedding(mod, opts)
+        layer = dope_matrix(mod.weight, None, **opts)
+        return DopedEmbedding.from_table(layer), [layer]
     if isinstance(mod, nn.LSTM) and mod.proj_size:
         raise InputError("nn.LSTM with proj_size has no doped counterpart")
     cells = [dope_matrix(W, b, **opts) for W, b in _recurrent_matrices(mod)]
@@ -232,11 +250,13 @@ def _dope(mod: nn.Module, opts: dict[str, Any]) -> tuple[nn.Module, list[DopedLi
 def _kind(mod: nn.Module) -> str | None:
     if isinstance(mod, nn.Linear):
         return "Linear"
+    if isinstance(mod, nn.Embedding):
+        return "Embedding"
     return next((k for t, k in RECURRENT.items() if isinstance(mod, t)), None)
 
 
 def _shapes(mod: nn.Module) -> list[tuple[int, int]]:
-    if isinstance(mod, nn.Linear):
+    if isinstance(mod, (nn.Linear, nn.Embedding)):
         return [tuple(mod.weight.shape)]  # type: ignore[list-item]
     if isinstance(mod, nn.MultiheadAttention):
         ws = (
@@ -256,15 +276,54 @@ def _matches(name: str, patterns: list[str]) -> bool:
 
 
 def _walk(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
-    """Targets (Linear / LSTM / GRU / RNN) and MultiheadAttention modules, not descending into those or into
-    already doped modules."""
-    if isinstance(module, (DopedLinear, DopedLSTM, _DopedRecurrent)):
+    """Targets (Linear / Embedding / LSTM / GRU / RNN) and MultiheadAttention modules, not descending into those or
+    into already doped modules."""
+    if isinstance(module, (DopedLinear, DopedEmbedding, DopedLSTM, _DopedRecurrent)):
         return
     if isinstance(module, nn.MultiheadAttention) or _kind(module) is not None:
         yield prefix, module
         return
     for name, child in module.named_children():
         yield from _walk(child, f"{prefix}.{name}" if prefix else name)
+
+
+def _tie_group(
+    name: str, mod: nn.Module, tied: list[str], targets: dict[str, nn.Module], wanted: Any, opts: dict[str, Any]
+) -> list[tuple[str, nn.Module]] | str:
+    """The modules sharing `mod`'s weight, when they can become one doped matrix: Linear / Embedding targets that
+    are all doped, sharing only their `weight`, at most one of them a Linear (its bias is the matrix's). Else the
+    reason they stay dense."""
+    first = tied[0].rpartition(".")[0] or tied[0]
+    if not isinstance(mod, (nn.Linear, nn.Embedding)):
+        return f"weight tied to {first}"
+    group = [(name, mod)]
+    for owner in tied:
+        other, _, attr = owner.rpartition(".")
+        m = targets.get(other)
+        if attr != "weight" or not isinstance(m, (nn.Linear, nn.Embedding)) or m.weight is not mod.weight:
+            return f"weight tied to {first}"
+        if not wanted(other):
+            return f"weight tied to {other}, which is not doped (dope both, e.g. include= naming both, to keep one " \
+                   "tied matrix)"
+        group.append((other, m))
+    if sum(isinstance(m, nn.Linear) for _, m in group) > 1:
+        return f"weight tied to {first} (several Linears share it)"
+    for _, m in group:
+        if isinstance(m, nn.Embedding):
+            _check_embedding(m, opts)
+    return group
+
+
+def _dope_tied(
+    mod: nn.Module, group: list[tuple[str, nn.Module]], shared: dict[int, DopedLinear], opts: dict[str, Any]
+) -> tuple[nn.Module, list[DopedLinear]]:
+    """`mod`'s replacement reading the group's one DopedLinear (made on first use, with the Linear's bias)."""
+    key = id(mod.weight)
+    if key not in shared:
+        linear = next((m for _, m in group if isinstance(m, nn.Linear)), None)
+        shared[key] = dope_matrix(mod.weight, None if linear is None else linear.bias, **opts)
+    layer = shared[key]
+    return (layer if isinstance(mod, nn.Linear) else DopedEmbedding.from_table(layer)), [layer]
 
 
 def _set(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -292,10 +351,13 @@ def compress(
     Every `nn.Linear` -> `DopedLinear`, `nn.LSTM` -> `DopedLSTM`, `nn.GRU` -> `DopedGRU`, `nn.RNN` -> `DopedRNN`
     (bidirectional included) reached through the children, each matrix at compression factor `cf` or W_s density
     `density` (exactly one). `include` / `exclude`: fnmatch patterns over dotted module names (a name matches if
-    it or an ancestor does); excluded or not-included modules stay as they are. Left dense and reported, with a
+    it or an ancestor does); excluded or not-included modules stay as they are. `nn.Embedding` -> `DopedEmbedding`
+    (kron only) only where `include` names it (embeddings are opt-in). Modules sharing a weight (a decoder tied to
+    the embedding) that are all doped become one DopedLinear, so they stay tied. Left dense and reported, with a
     UserWarning each (an InputError naming the module if ``strict``): matrices that cannot reach `cf` (or do not
-    fit `kron_shape`), Linears whose weight is tied to another module, nn.LSTM with proj_size, and
-    nn.MultiheadAttention (its forward reads its projections' weights). A `DopedLSTMLM` keeps its dense decoder.
+    fit `kron_shape`), modules whose weight is tied to a module left dense (or to two Linears), embeddings with
+    padding_idx / max_norm / sparse gradients, nn.LSTM with proj_size, and nn.MultiheadAttention (its forward
+    reads its projections' weights). A `DopedLSTMLM` keeps its dense decoder.
     `kron_shape` applies to every matrix (None: `choose_kron_shape` each); `rank` / `hmd_rows` for lmf / hmd.
     `sparse_block=(1, 4)`: every W_s kept in 1 x 4 blocks (TFLite's fast sparse kernel; a matrix the block does not
     tile stays dense, reported).
@@ -337,10 +399,20 @@ def compress(
         report.rows.append(row)
         warnings.warn(f"compress: {row.name or '<model>'} ({row.kind}) left dense: {reason}", UserWarning, stacklevel=3)
 
-    for name, mod in list(_walk(out)):
+    targets = dict(_walk(out))  # name -> module as found (before any is replaced)
+
+    def wanted(name: str) -> bool:
+        if inc is None and isinstance(targets[name], nn.Embedding):
+            return False  # embeddings are opt-in: only an include= pattern that names them dopes them
+        return not _matches(name, exc) and (inc is None or _matches(name, inc))
+
+    shared: dict[int, DopedLinear] = {}  # id of a tied weight -> the one DopedLinear every module sharing it uses
+    for name, mod in targets.items():
+        if isinstance(mod, nn.Embedding) and inc is None:
+            continue  # not a target unless include= names it: not reported either
         kind = _kind(mod) or type(mod).__name__
         row = ReportRow(name, kind, _shapes(mod))
-        if _matches(name, exc) or (inc is not None and not _matches(name, inc)):
+        if not wanted(name):
             # asked for by the caller: reported, but neither a warning nor a strict error
             row.status, row.reason = "skipped", "excluded"
             report.rows.append(row)
@@ -350,11 +422,16 @@ def compress(
             continue
         own = {f"{name}.{pn}" if name else pn for pn, _ in mod.named_parameters(remove_duplicate=False)}
         tied = [o for _, p in mod.named_parameters() for o in owners[id(p)] if o not in own]
-        if tied:
-            skip(row, f"weight tied to {tied[0].rpartition('.')[0] or tied[0]}")
-            continue
         try:
-            new, cells = _dope(mod, opts)
+            if tied:
+                group = _tie_group(name, mod, tied, targets, wanted, opts)
+                if isinstance(group, str):
+                    skip(row, group)
+                    continue
+                new, cells = _dope_tied(mod, group, shared, opts)
+                row.reason = "tied to " + ", ".join(n for n, _ in group if n != name) + ": one doped matrix"
+            else:
+                new, cells = _dope(mod, opts)
         except InputError as e:
             skip(row, str(e).removeprefix("compress: "))
             continue

@@ -20,6 +20,8 @@ DOMAIN = "ai.dkp"
 OP_TYPE = "SparseMatVec"
 OPSET_VERSION = 1
 INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "Y0")
+INT8_OP_TYPE = "SparseMatVecInt8"  # int8 values, one float scale per row of W
+INT8_INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "row_scale", "Y0")
 
 # what a file using the op says about it (ModelProto.doc_string), for people and tools that open it
 LIBRARY_DOC = ("Needs the ai.dkp custom-op library of dkp-deploy (pip install dkp-deploy): "

@@ -17,6 +17,7 @@ and W_s is an optional M x N `CSR` matrix. Conventions: y = W @ x (+ b), i.e. to
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -301,6 +302,18 @@ class ModelSpec:
                 for i, layer in enumerate(b.layers):
                     out[f"{b.name}.{i}"] = layer.weight
         return out
+
+    def map_matrices(self, fn: Callable[[DopedMatrix], DopedMatrix]) -> ModelSpec:
+        """The same model with every weight matrix w replaced by fn(w)."""
+        blocks: list[Block] = []
+        for b in self.blocks:
+            if isinstance(b, Linear):
+                b = Linear(b.name, fn(b.weight), b.bias)
+            elif isinstance(b, LSTM):
+                b = LSTM(b.name, b.input_size, b.hidden_size, [LSTMLayer(fn(x.weight), x.bias) for x in b.layers],
+                         b.batch_first)
+            blocks.append(b)
+        return ModelSpec(self.arch, blocks, dict(self.config), dict(self.metadata))
 
     @property
     def lstm(self) -> LSTM | None:

@@ -27,6 +27,7 @@ import numpy as np
 from . import reference, signature
 from .errors import DkpError, InputError
 from .fileio import existing_file
+from .quantize import dequantize_hub, dequantized_spec
 from .source import as_spec
 from .spec import ModelSpec
 
@@ -230,6 +231,10 @@ def validate(
     recorded = exported.metadata.get("dkp.source_sha256")
     if recorded and provenance.get("source_sha256") and recorded != provenance["source_sha256"]:
         report.notes.append("the file records a different source checkpoint (sha256); the weights decide")
+    if exported.metadata.get("dkp.quantize"):
+        spec = dequantized_spec(spec)
+        report.notes.append(f"{exported.metadata['dkp.quantize']} file: checked against the source with its doped "
+                            "weights as the file dequantizes them (the quantization error itself is not a failure)")
 
     for name, w in spec.matrices().items():
         report.rows.append(_layer_row(name, exported.matrices.get(name), w.dense(np.float64), rtol_layer))
@@ -275,13 +280,23 @@ def validate(
     return report
 
 
-def _random_feeds(graph, sizes: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random inputs for a lowered file's graph: symbolic dims from `sizes`, token ids below their table's rows."""
+def _random_feeds(graph, sizes: dict[str, int], rng: np.random.Generator,
+                  bounds: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Random inputs for a lowered file's graph: symbolic dims from `sizes`, token ids below their table's rows (a
+    Gather's table, a hub's DopedGather, or `bounds`: ids input -> rows, from a lowered file's dkp.layers)."""
     from onnx import helper
+
+    from .hub.embedding import DOPED_GATHER
 
     inits = {t.name: t for t in graph.initializer}
     bound = {n.input[1]: int(inits[n.input[0]].dims[0]) for n in graph.node
              if n.op_type == "Gather" and n.input[0] in inits and len(n.input) > 1}
+    for n in graph.node:
+        if n.op_type == DOPED_GATHER:
+            shape = next((list(a.ints) for a in n.attribute if a.name == "shape"), [2])
+            bound[n.input[0]] = min(bound.get(n.input[0], shape[0]), shape[0])
+    for name, rows in (bounds or {}).items():
+        bound[name] = min(bound.get(name, rows), rows)
     feeds = {}
     for vi in graph.input:
         if vi.name in inits:
@@ -314,6 +329,7 @@ def validate_export(
     import onnx
 
     from .hub import reference
+    from .hub.embedding import DOPED_GATHER, gather_name, read_doped_gather
     from .hub.matrix import DOPED_MATMUL, matrix_name, read_doped_matmul
 
     path = existing_file(exported_path)
@@ -330,9 +346,20 @@ def validate_export(
     else:
         lowered = onnx.load(str(path))
         graph, mode = lowered.graph, lowered_mode(lowered)
+    bounds = _embedding_bounds(lowered) if fmt == "onnx" else {}
     source = "hub" if hub is not None else type(model).__name__
     report = Report(source=str(hub) if isinstance(hub, (str, os.PathLike)) else source, exported=str(path),
                     format=fmt, mode=mode)
+    quantized = fmt == "onnx" and {p.key: p.value for p in lowered.metadata_props}.get("dkp.quantize")
+    if quantized:
+        if hub_model is None:
+            raise InputError(f"a {quantized} file validates against its hub (its weights as the file dequantizes "
+                             "them); pass hub=", path)
+        hub_model = dequantize_hub(hub_model)
+        if model is not None:
+            model = None
+            report.notes.append(f"{quantized} file: checked against its hub with the weights dequantized; the "
+                                "torch model (float weights) is not a parity reference for it")
     if hub_model is not None:
         exported = load_exported(path)
         from onnx import numpy_helper
@@ -346,6 +373,10 @@ def validate_export(
                     name = matrix_name(node)
                     want = read_doped_matmul(node, arrays)[0].dense(np.float64)
                     report.rows.append(_layer_row(name, exported.matrices.get(name), want, rtol_layer))
+                elif node.op_type == DOPED_GATHER:  # a doped embedding's table
+                    name = gather_name(node)
+                    want = read_doped_gather(node, arrays).dense(np.float64)
+                    report.rows.append(_layer_row(name, exported.matrices.get(name), want, rtol_layer))
     run = make_runner(path)
     inputs = [vi.name for vi in graph.input if vi.name not in {t.name for t in graph.initializer}]
     outputs = [o.name for o in graph.output]
@@ -354,7 +385,7 @@ def validate_export(
     # two sets of dynamic sizes: 2, 3, 4, ... and 1, 2, 3, ... (a batch of 1 and a different T)
     for label, sizes in (("sizes A", {p: 2 + i for i, p in enumerate(dims)}),
                          ("sizes B", {p: 1 + i * 3 for i, p in enumerate(dims)})):
-        feeds = _random_feeds(graph, sizes, rng)
+        feeds = _random_feeds(graph, sizes, rng, bounds)
         out = run(feeds)
         refs: list[tuple[str, list[np.ndarray]]] = []
         if hub_model is not None:
@@ -367,6 +398,17 @@ def validate_export(
                 report.rows.append(Row("e2e", f"{label} vs {ref_name}: {name}", max_abs, max_rel, err, atol_e2e,
                                        err <= atol_e2e))
     return report
+
+
+def _embedding_bounds(model) -> dict[str, int]:
+    """ids input -> table rows, for the lowered doped embeddings a file's dkp.layers lists (their ids reach no
+    Gather on a V-row table)."""
+    try:
+        layers = json.loads({p.key: p.value for p in model.metadata_props}.get("dkp.layers", "{}"))
+        return {str(info["indices"]): int(info["shape"][0]) for info in layers.values()
+                if isinstance(info, dict) and info.get("kind") == "embedding" and "indices" in info}
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):  # malformed metadata: no bounds
+        return {}
 
 
 def _dim_params(graph) -> list[str]:

@@ -17,7 +17,10 @@ The model is not one of dkp-deploy's classes: pytorch/examples' word_language_mo
    without torch), a one-step graph with the custom op (`model.step.onnx`), its dense-W baseline, and the
    sequence graph (any T and batch).
 5. `dkp_deploy.validate.validate_export` of each file against the torch model in float64 (and the hub).
-6. generate text with the step graph in onnxruntime; time doped vs dense; write summary.json.
+6. int8: the doped sequence graph stored in int8 (`quantize="int8"`, checked against its weights dequantized)
+   and onnxruntime's `quantize_dynamic` of the dense model, the int8 a user tries first: test perplexity of
+   each ONNX file in onnxruntime (fp32 doped, int8 doped, int8 dense, fp32 dense) and their sizes.
+7. generate text with the step graph in onnxruntime; time doped vs dense; write summary.json.
 """
 
 from __future__ import annotations
@@ -71,17 +74,71 @@ def train_dense(corpus: qs.Corpus, s: qs.Setting, steps: int, progress: bool) ->
 STEP_IO = {"input_names": ["x_t", "h", "c"], "output_names": ["y_t", "h_next", "c_next"]}
 
 
+def _sequence_io(model: WordLM) -> tuple[tuple, tuple]:
+    """Example inputs and dynamic shapes of the sequence graph ([T, batch] tokens and the state)."""
+    L, H = model.rnn.num_layers, model.rnn.hidden_size
+    batch, time_ = torch.export.Dim("batch"), torch.export.Dim("time")
+    seq_args = (torch.zeros(8, 2, dtype=torch.int64), (torch.zeros(L, 2, H), torch.zeros(L, 2, H)))
+    return seq_args, ({0: time_, 1: batch}, ({1: batch}, {1: batch}))
+
+
+def int8_dynamic(src: Path, dst: Path) -> Path:
+    """onnxruntime's int8 dynamic quantization (QInt8 weights) of `src`, its advice on the root logger silenced."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return dst
+
+
+def dense_int8_files(model: WordLM, out: Path) -> dict[str, Path]:
+    """The dense model's sequence graph and onnxruntime's int8 dynamic quantization of it."""
+    from dkp_deploy.export import export
+
+    seq_args, seq_dims = _sequence_io(model)
+    dense = export(model, seq_args, out / "model.dense.onnx", dynamic_shapes=seq_dims)
+    return {"dense": dense, "dense_int8": int8_dynamic(dense, out / "model.dense.int8.onnx")}
+
+
+def onnx_perplexity(path: Path, corpus: qs.Corpus, s: qs.Setting) -> float:
+    """Test perplexity of a sequence graph in onnxruntime: the windows and carried state of `qs.test_perplexity`."""
+    from lm_training import batchify, windows
+
+    from dkp_deploy import runtime
+
+    sess = runtime.session(path)
+    names = [i.name for i in sess.get_inputs()]
+    data = batchify(corpus.test[: s.eval_tokens], 10).numpy()
+    state_shape = [d if isinstance(d, int) else 10 for d in sess.get_inputs()[1].shape]
+    h, c = np.zeros(state_shape, np.float32), np.zeros(state_shape, np.float32)
+    total, count = 0.0, 0
+    for x, y in windows(torch.from_numpy(data), s.bptt):
+        logits, h, c = sess.run(None, dict(zip(names, (x.numpy(), h, c))))
+        z = logits.reshape(-1, logits.shape[-1]).astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        total -= float(logp[np.arange(len(z)), y.numpy().reshape(-1)].sum())
+        count += y.numel()
+    return math.exp(total / count)
+
+
 def export_files(model: WordLM, out: Path) -> tuple[dict[str, Path], dict[str, tuple]]:
     """The hub, the step graphs (doped, dense baseline) and the sequence graph; the args each was exported with."""
     from dkp_deploy.export import export
 
     L, H = model.rnn.num_layers, model.rnn.hidden_size
-    batch, time_ = torch.export.Dim("batch"), torch.export.Dim("time")
+    batch = torch.export.Dim("batch")
     # example inputs of batch 2: torch.export specializes a dimension of size 1
     step_args = (torch.zeros(1, 2, dtype=torch.int64), (torch.zeros(L, 2, H), torch.zeros(L, 2, H)))
     step_dims = ({1: batch}, ({1: batch}, {1: batch}))
-    seq_args = (torch.zeros(8, 2, dtype=torch.int64), (torch.zeros(L, 2, H), torch.zeros(L, 2, H)))
-    seq_dims = ({0: time_, 1: batch}, ({1: batch}, {1: batch}))
+    seq_args, seq_dims = _sequence_io(model)
     files = {
         "hub": export(model, step_args, out / "model.hub.onnx", dynamic_shapes=step_dims, mode="step",
                       sparse_impl="hub", **STEP_IO),
@@ -89,8 +146,12 @@ def export_files(model: WordLM, out: Path) -> tuple[dict[str, Path], dict[str, t
         "step_dense": export(model, step_args, out / "model.step.dense.onnx", dynamic_shapes=step_dims,
                              mode="step", sparse_impl="dense", **STEP_IO),
         "sequence": export(model, seq_args, out / "model.onnx", dynamic_shapes=seq_dims),
+        "sequence_hub": export(model, seq_args, out / "model.hub.sequence.onnx", dynamic_shapes=seq_dims,
+                               sparse_impl="hub"),
+        "sequence_int8": export(model, seq_args, out / "model.int8.onnx", dynamic_shapes=seq_dims, quantize="int8"),
     }
-    return files, {"hub": step_args, "step": step_args, "step_dense": step_args, "sequence": seq_args}
+    return files, {"hub": step_args, "step": step_args, "step_dense": step_args, "sequence": seq_args,
+                   "sequence_int8": seq_args}
 
 
 def parity(model: WordLM, files: dict[str, Path], args: dict[str, tuple]) -> dict[str, Any]:
@@ -98,12 +159,14 @@ def parity(model: WordLM, files: dict[str, Path], args: dict[str, tuple]) -> dic
     from dkp_deploy.validate import validate_export
 
     out = {}
-    for name in ("step", "step_dense", "sequence"):
-        hub = files["hub"] if name != "sequence" else None
-        report = validate_export(files[name], hub=hub, model=model, args=args[name])
+    hubs = {"step": files["hub"], "step_dense": files["hub"], "sequence_int8": files["sequence_hub"]}
+    for name in ("step", "step_dense", "sequence", "sequence_int8"):
+        # the int8 file against its hub with the weights dequantized (the torch model holds the float ones)
+        report = validate_export(files[name], hub=hubs.get(name), model=model, args=args[name])
         e2e = [r.error for r in report.rows if r.kind == "e2e"]
         layer = [r.error for r in report.rows if r.kind == "layer"]
-        out[name] = {"passed": report.passed, "max_e2e_error": max(e2e, default=math.nan),
+        out[name] = {"passed": report.passed, "reference": "its hub, weights dequantized" if name in hubs and
+                     name.endswith("int8") else "torch float64", "max_e2e_error": max(e2e, default=math.nan),
                      "max_layer_error": max(layer, default=math.nan), "table": report.table()}
     return out
 
@@ -168,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         model = train_dense(corpus, replace(s, lr=3e-3), steps=3 * s.steps, progress=progress)
         torch.save(model.state_dict(), args.out / "dense.pt")
     ppl = {"dense": qs.test_perplexity(model, corpus, s)}
+    dense_files = dense_int8_files(model.eval(), args.out)
     model, compression = dkp_deploy.compress(model, cf=s.cf, include=["rnn"], return_report=True)
     ppl["compressed"] = qs.test_perplexity(model, corpus, s)
     t0 = time.perf_counter()
@@ -178,8 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     layers = dkp_deploy.nn.doped_layers(model)
     weights = sum(la.out_features * la.in_features for la in layers)
     par = parity(model, files, export_args)
+    # the layers left dense (embedding, decoder) can take onnxruntime's int8 on top of our int8 doped file
+    both = int8_dynamic(files["sequence_int8"], args.out / "model.int8.dynamic.onnx")
+    compared = {"doped fp32": files["sequence"], "doped int8": files["sequence_int8"],
+                "doped int8 + quantize_dynamic of the rest": both,
+                "dense int8 (ORT quantize_dynamic)": dense_files["dense_int8"], "dense fp32": dense_files["dense"]}
+    onnx_ppl = {name: onnx_perplexity(path, corpus, s) for name, path in compared.items()}
+    onnx_bytes = {name: path.stat().st_size for name, path in compared.items()}
     summary = {
         "setting": asdict(s), "vocab": corpus.vocab_size, "perplexity": ppl, "fine_tune_s": tune_s,
+        "onnx_perplexity": onnx_ppl, "onnx_bytes": onnx_bytes,
         "lstm_cf": weights / sum(la.structured_params + la.nnz for la in layers),
         "compress_report": str(compression),
         "sizes_bytes": {k: f.stat().st_size for k, f in files.items()},
@@ -195,11 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join("  " + line for line in str(compression).splitlines()))
     print(f"perplexity   dense {ppl['dense']:.1f} -> compressed {ppl['compressed']:.1f} -> after {s.steps} CMR "
           f"fine-tuning steps {ppl['fine_tuned']:.1f} ({tune_s:.0f} s)")
+    print("onnxruntime  test perplexity / file: " + ", ".join(
+        f"{k} {v:.1f} / {onnx_bytes[k] / 1024:.0f} KiB" for k, v in onnx_ppl.items()))
     print(f"files        hub {kb['hub']}, step (custom op) {kb['step']}, step dense {kb['step_dense']}, "
           f"sequence {kb['sequence']}; LSTM CF {summary['lstm_cf']:.2f}x")
     for name, v in summary["parity"].items():
         layer = "" if math.isnan(v["max_layer_error"]) else f", max layer error vs the hub {v['max_layer_error']:.2g}"
-        print(f"parity       {name:10s} {'PASSED' if v['passed'] else 'FAILED'} vs torch float64: max end-to-end "
+        print(f"parity       {name:13s} {'PASSED' if v['passed'] else 'FAILED'} vs {v['reference']}: max end-to-end "
               f"error {v['max_e2e_error']:.2g}{layer}")
     print(f"speed        one step, batch 1, 1 thread (median): doped {sp['step'] * 1e6:.0f} us, dense "
           f"{sp['step_dense'] * 1e6:.0f} us ({sp['step_dense'] / sp['step']:.2f}x)")

@@ -1,7 +1,9 @@
-// ai.dkp::SparseMatVec as an onnxruntime custom op, and the library entry point RegisterCustomOps.
+// ai.dkp::SparseMatVec and ai.dkp::SparseMatVecInt8 as onnxruntime custom ops, and the library entry point
+// RegisterCustomOps.
 //
-// Contract (docs/ops.md): inputs X float32 [..., N], row_ptr int32 [M+1], col_idx int32 [nnz], values float32 [nnz],
-// optional Y0 float32 [..., M] (or [M], broadcast); output Y float32 [..., M] = X @ W^T (+ Y0).
+// Contract (docs/ops.md): inputs X float32 [..., N], row_ptr int32 [M+1], col_idx int32 or uint16 [nnz], values
+// float32 [nnz] (SparseMatVecInt8: int8 [nnz] and row_scale float32 [M], W[i, :] = row_scale[i] * values), optional
+// Y0 float32 [..., M] (or [M], broadcast); output Y float32 [..., M] = X @ W^T (+ Y0).
 // Every input is checked and every failure comes back as an onnxruntime status naming the input. When the three CSR
 // arrays are constant initializers they are checked once, when the kernel is created; otherwise on every call.
 #include <algorithm>
@@ -21,14 +23,31 @@ using dkp_ort::Status;
 namespace {
 
 constexpr const char* kDomain = "ai.dkp";
-constexpr const char* kOpName = "SparseMatVec";
-constexpr size_t kNumInputs = 5;
-constexpr const char* kInputNames[kNumInputs] = {"X", "row_ptr", "col_idx", "values", "Y0"};
-constexpr dkp_ort::TensorElementType kInputTypes[kNumInputs] = {
-    dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32,
-    dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
-    dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT};
-enum Input : size_t { kX = 0, kRowPtr = 1, kColIdx = 2, kValues = 3, kY0 = 4 };
+constexpr size_t kMaxInputs = 6;
+// col_idx is declared with no fixed type (onnxruntime then accepts any) so that both int32 and uint16 load; the
+// kernel refuses every other type with an error naming the input.
+constexpr dkp_ort::TensorElementType kAnyType = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+constexpr dkp_ort::TensorElementType kF32 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+constexpr dkp_ort::TensorElementType kI32 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+constexpr dkp_ort::TensorElementType kI8 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+constexpr dkp_ort::TensorElementType kU16 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16;
+enum Input : size_t { kX = 0, kRowPtr = 1, kColIdx = 2, kValues = 3 };
+
+// What differs between the two ops: their inputs. SparseMatVecInt8 has row_scale at 4 and Y0 at 5.
+struct OpSpec {
+  const char* name;
+  size_t num_inputs;
+  const char* input_names[kMaxInputs];
+  dkp_ort::TensorElementType input_types[kMaxInputs];
+  bool quantized;
+  size_t y0() const { return num_inputs - 1; }
+  static constexpr size_t kScale = 4;
+};
+
+constexpr OpSpec kFloatSpec = {"SparseMatVec", 5, {"X", "row_ptr", "col_idx", "values", "Y0", nullptr},
+                               {kF32, kI32, kAnyType, kF32, kF32, kF32}, false};
+constexpr OpSpec kInt8Spec = {"SparseMatVecInt8", 6, {"X", "row_ptr", "col_idx", "values", "row_scale", "Y0"},
+                              {kF32, kI32, kAnyType, kI8, kF32, kF32}, true};
 
 const char* type_name(dkp_ort::TensorElementType t) {
   switch (static_cast<int>(t)) {
@@ -102,12 +121,21 @@ std::string take_message(const Api* api, Status* st) {
   return msg;
 }
 
+// The CSR arrays in the form the products read (int32 columns, float values), where the inputs are not already:
+// 16-bit columns widened, int8 values scaled by their row's scale.
+struct Converted {
+  std::vector<int32_t> cols;
+  std::vector<float> values;
+};
+
 struct Kernel {
   const Api* api = nullptr;
+  const OpSpec* spec = nullptr;
   std::string node;               // for error messages: "SparseMatVec node 'name'"
-  bool csr_checked = false;       // row_ptr, col_idx, values are constant initializers, checked at creation
+  bool csr_checked = false;       // row_ptr, col_idx, values (, row_scale) are constant initializers, checked at creation
   int64_t min_cols = 0;           // from that check: X's last dim must be at least this
   int64_t rows = 0;
+  Converted converted;            // for constant inputs: built once, at creation
   std::unique_ptr<const dkp::SlicedEll> ell;  // the constant W re-laid out for single rows of X
 
   Status* error(const std::string& msg) const {
@@ -127,17 +155,20 @@ struct Kernel {
     }
     if (info) api->ReleaseTensorTypeAndShapeInfo(info);
     if (!st) st = api->GetTensorMutableData(const_cast<dkp_ort::Value*>(value), &out->data);
-    if (st) return error("input '" + std::string(kInputNames[index]) + "': " + take_message(api, st));
+    if (st) return error("input '" + std::string(spec->input_names[index]) + "': " + take_message(api, st));
     for (int64_t d : out->dims) {
-      if (d < 0) return error("input '" + std::string(kInputNames[index]) + "' has an unknown dimension");
+      if (d < 0) return error("input '" + std::string(spec->input_names[index]) + "' has an unknown dimension");
     }
     return nullptr;
   }
 
   Status* expect(const Tensor& t, size_t index, size_t rank) const {
-    const std::string name = "input '" + std::string(kInputNames[index]) + "'";
-    if (t.type != kInputTypes[index]) {
-      return error(name + " must be " + type_name(kInputTypes[index]) + ", got " + type_name(t.type));
+    const std::string name = "input '" + std::string(spec->input_names[index]) + "'";
+    const dkp_ort::TensorElementType want = spec->input_types[index];
+    if (want == kAnyType) {  // col_idx
+      if (t.type != kI32 && t.type != kU16) return error(name + " must be int32 or uint16, got " + type_name(t.type));
+    } else if (t.type != want) {
+      return error(name + " must be " + type_name(want) + ", got " + type_name(t.type));
     }
     if (rank && t.dims.size() != rank) {
       return error(name + " must have rank " + std::to_string(rank) + ", got shape " + shape_str(t.dims));
@@ -145,32 +176,59 @@ struct Kernel {
     return nullptr;
   }
 
-  // Type, rank and CSR invariants of inputs 1..3; on success `csr` and `cols` describe the matrix.
-  Status* check_sparse(const Tensor* t, dkp::Csr* csr, int64_t* cols) const {
+  // The sparse inputs (1..3, and row_scale): types, ranks and CSR invariants. On success `csr` and `cols`
+  // describe the matrix, its arrays either the inputs' own or converted into `conv`.
+  Status* check_sparse(const Tensor* t, Converted* conv, dkp::Csr* csr, int64_t* cols) const {
     for (size_t i = kRowPtr; i <= kValues; ++i) {
       if (Status* st = expect(t[i], i, 1)) return st;
     }
+    const int64_t nnz = t[kColIdx].dims[0];
+    const int32_t* col_idx = static_cast<const int32_t*>(t[kColIdx].data);
+    if (t[kColIdx].type == kU16) {
+      const uint16_t* c16 = static_cast<const uint16_t*>(t[kColIdx].data);
+      conv->cols.assign(c16, c16 + nnz);
+      col_idx = conv->cols.data();
+    }
     const std::string msg = dkp::check_csr(
-        static_cast<const int32_t*>(t[kRowPtr].data), t[kRowPtr].dims[0], static_cast<const int32_t*>(t[kColIdx].data),
-        t[kColIdx].dims[0], static_cast<const float*>(t[kValues].data), t[kValues].dims[0], csr, cols);
-    return msg.empty() ? nullptr : error(msg);
+        static_cast<const int32_t*>(t[kRowPtr].data), t[kRowPtr].dims[0], col_idx, nnz,
+        spec->quantized ? nullptr : static_cast<const float*>(t[kValues].data), t[kValues].dims[0], csr, cols);
+    if (!msg.empty()) return error(msg);
+    if (!spec->quantized) return nullptr;
+    const Tensor& scale = t[OpSpec::kScale];
+    if (Status* st = expect(scale, OpSpec::kScale, 1)) return st;
+    if (scale.dims[0] != csr->rows) {
+      return error("input 'row_scale' must hold M = " + std::to_string(csr->rows) + " entries (len(row_ptr) - 1), got " +
+                   std::to_string(scale.dims[0]));
+    }
+    const int8_t* q = static_cast<const int8_t*>(t[kValues].data);
+    const float* s = static_cast<const float*>(scale.data);
+    conv->values.resize(static_cast<size_t>(nnz));
+    for (int64_t i = 0; i < csr->rows; ++i) {
+      for (int64_t k = csr->row_ptr[i]; k < csr->row_ptr[i + 1]; ++k) conv->values[k] = s[i] * static_cast<float>(q[k]);
+    }
+    csr->values = conv->values.data();
+    return nullptr;
   }
 
   Status* compute(dkp_ort::KernelContext* ctx) const {
     size_t count = 0;
     if (Status* st = api->KernelContext_GetInputCount(ctx, &count)) return error(take_message(api, st));
-    if (count < 4 || count > kNumInputs) return error("expects 4 or 5 inputs, got " + std::to_string(count));
-    Tensor t[kNumInputs];
+    const size_t y0_index = spec->y0();
+    if (count < y0_index || count > spec->num_inputs) {
+      return error("expects " + std::to_string(y0_index) + " or " + std::to_string(spec->num_inputs) + " inputs, got " +
+                   std::to_string(count));
+    }
+    Tensor t[kMaxInputs];
     bool has_y0 = false;
     for (size_t i = 0; i < count; ++i) {
       const dkp_ort::Value* value = nullptr;
       if (Status* st = api->KernelContext_GetInput(ctx, i, &value)) return error(take_message(api, st));
       if (!value) {
-        if (i == kY0) continue;  // optional input given as "" on the node
-        return error("input '" + std::string(kInputNames[i]) + "' is missing");
+        if (i == y0_index) continue;  // optional input given as "" on the node
+        return error("input '" + std::string(spec->input_names[i]) + "' is missing");
       }
       if (Status* st = read(value, i, &t[i])) return st;
-      has_y0 = has_y0 || i == kY0;
+      has_y0 = has_y0 || i == y0_index;
     }
     const Tensor& x = t[kX];
     if (Status* st = expect(x, kX, 0)) return st;
@@ -185,6 +243,7 @@ struct Kernel {
 
     dkp::Csr csr;
     int64_t cols = 0;
+    Converted per_call;  // conversions of inputs that are not constants
     if (csr_checked) {
       // Constant initializers cannot change after the check at kernel creation: only bind the arrays.
       for (size_t i = kRowPtr; i <= kValues; ++i) {
@@ -194,10 +253,10 @@ struct Kernel {
       csr.rows = rows;
       csr.nnz = t[kColIdx].dims[0];
       csr.row_ptr = static_cast<const int32_t*>(t[kRowPtr].data);
-      csr.col_idx = static_cast<const int32_t*>(t[kColIdx].data);
-      csr.values = static_cast<const float*>(t[kValues].data);
+      csr.col_idx = converted.cols.empty() ? static_cast<const int32_t*>(t[kColIdx].data) : converted.cols.data();
+      csr.values = spec->quantized ? converted.values.data() : static_cast<const float*>(t[kValues].data);
       cols = min_cols;
-    } else if (Status* st = check_sparse(t, &csr, &cols)) {
+    } else if (Status* st = check_sparse(t, &per_call, &csr, &cols)) {
       return st;
     }
     if (n < cols) {
@@ -214,8 +273,8 @@ struct Kernel {
     out_dims.back() = csr.rows;
     bool y0_broadcast = false;
     if (has_y0) {
-      const Tensor& y0 = t[kY0];
-      if (Status* st = expect(y0, kY0, 0)) return st;
+      const Tensor& y0 = t[y0_index];
+      if (Status* st = expect(y0, y0_index, 0)) return st;
       y0_broadcast = y0.dims.size() == 1 && y0.dims[0] == csr.rows && out_dims.size() > 1;
       if (y0.dims != out_dims && !y0_broadcast) {
         const std::string or_row = out_dims.size() > 1 ? " (or [" + std::to_string(csr.rows) + "])" : "";
@@ -231,7 +290,7 @@ struct Kernel {
     if (Status* st = api->GetTensorMutableData(out, &y)) return error("output 'Y': " + take_message(api, st));
     if (batch == 0 || csr.rows == 0) return nullptr;
     const float* xs = static_cast<const float*>(x.data);
-    const float* y0s = has_y0 ? static_cast<const float*>(t[kY0].data) : nullptr;
+    const float* y0s = has_y0 ? static_cast<const float*>(t[y0_index].data) : nullptr;
     if (batch >= 2 && g_api_parallel && csr.nnz >= kParallelMinNnz) {
       // Rows of W split into parts of about equal nnz, run on onnxruntime's intra-op thread pool (its size is the
       // session's intra_op_num_threads; with one thread the parts run in turn here).
@@ -259,9 +318,10 @@ struct Kernel {
 
 // Builds the kernel of one node: learns its name and, when the CSR arrays are constant initializers, checks them
 // here so that Run never has to, and keeps a copy laid out for the batch-1 product.
-Status* create_kernel(const Api* api, const dkp_ort::KernelInfo* info, Kernel* k) {
+Status* create_kernel(const Api* api, const OpSpec* spec, const dkp_ort::KernelInfo* info, Kernel* k) {
   k->api = api;
-  k->node = std::string(kOpName) + " node";
+  k->spec = spec;
+  k->node = std::string(spec->name) + " node";
   size_t size = 0;
   if (Status* st = api->KernelInfo_GetNodeName(info, nullptr, &size)) {
     api->ReleaseStatus(st);
@@ -274,8 +334,8 @@ Status* create_kernel(const Api* api, const dkp_ort::KernelInfo* info, Kernel* k
       k->node += " '" + name + "'";
     }
   }
-  Tensor t[kNumInputs];
-  for (size_t i = kRowPtr; i <= kValues; ++i) {
+  Tensor t[kMaxInputs];
+  for (size_t i = kRowPtr; i <= (spec->quantized ? OpSpec::kScale : kValues); ++i) {
     int is_constant = 0;
     const dkp_ort::Value* value = nullptr;
     if (Status* st = api->KernelInfoGetConstantInput_tensor(info, i, &is_constant, &value)) {
@@ -285,24 +345,39 @@ Status* create_kernel(const Api* api, const dkp_ort::KernelInfo* info, Kernel* k
     if (Status* st = k->read(value, i, &t[i])) return st;
   }
   dkp::Csr csr;
-  if (Status* st = k->check_sparse(t, &csr, &k->min_cols)) return st;
+  if (Status* st = k->check_sparse(t, &k->converted, &csr, &k->min_cols)) return st;
   k->rows = csr.rows;
   k->csr_checked = true;
-  k->ell = std::make_unique<const dkp::SlicedEll>(csr, k->min_cols);
+  if (spec->quantized) {  // the batch-1 layout keeps the values as int8 (a quarter of the bytes of floats)
+    k->ell = std::make_unique<const dkp::SlicedEll>(csr, k->min_cols, static_cast<const int8_t*>(t[kValues].data),
+                                                    static_cast<const float*>(t[OpSpec::kScale].data));
+  } else {
+    k->ell = std::make_unique<const dkp::SlicedEll>(csr, k->min_cols);
+  }
   return nullptr;
 }
 
 // --- the custom-op record ------------------------------------------------------------------------------------
 
-Status* op_create_kernel_v2(const dkp_ort::CustomOp*, const Api* api, const dkp_ort::KernelInfo* info,
+// The custom-op record of one op with its spec: onnxruntime hands callbacks the record's address, which is the
+// address of `op`, its first member.
+struct OpRecord {
+  dkp_ort::CustomOp op;
+  const OpSpec* spec;
+};
+
+const OpSpec& spec_of(const dkp_ort::CustomOp* op) { return *reinterpret_cast<const OpRecord*>(op)->spec; }
+
+Status* op_create_kernel_v2(const dkp_ort::CustomOp* op, const Api* api, const dkp_ort::KernelInfo* info,
                             void** kernel) {
+  const OpSpec& spec = spec_of(op);
   Kernel* k = new (std::nothrow) Kernel;
-  if (!k) return api->CreateStatus(dkp_ort::ORT_FAIL, "SparseMatVec: out of memory");
+  if (!k) return api->CreateStatus(dkp_ort::ORT_FAIL, (std::string(spec.name) + ": out of memory").c_str());
   Status* st = nullptr;
   try {
-    st = create_kernel(api, info, k);
+    st = create_kernel(api, &spec, info, k);
   } catch (const std::exception& e) {  // std::bad_alloc while repacking a large constant W
-    st = api->CreateStatus(dkp_ort::ORT_FAIL, (std::string("SparseMatVec: ") + e.what()).c_str());
+    st = api->CreateStatus(dkp_ort::ORT_FAIL, (std::string(spec.name) + ": " + e.what()).c_str());
   }
   if (st) {
     delete k;
@@ -312,12 +387,11 @@ Status* op_create_kernel_v2(const dkp_ort::CustomOp*, const Api* api, const dkp_
   return nullptr;
 }
 
-
 Status* op_compute_v2(void* kernel, dkp_ort::KernelContext* ctx) {
   const Kernel* k = static_cast<const Kernel*>(kernel);
   try {
     return k->compute(ctx);
-  } catch (const std::exception& e) {  // std::bad_alloc from the shape vectors
+  } catch (const std::exception& e) {  // std::bad_alloc from the shape vectors or a conversion
     return k->api->CreateStatus(dkp_ort::ORT_FAIL, (k->node + ": " + e.what()).c_str());
   }
 }
@@ -339,18 +413,16 @@ void op_compute(void* kernel, dkp_ort::KernelContext* ctx) {
 
 void op_destroy(void* kernel) { delete static_cast<Kernel*>(kernel); }
 
-const char* op_name(const dkp_ort::CustomOp*) { return kOpName; }
+const char* op_name(const dkp_ort::CustomOp* op) { return spec_of(op).name; }
 const char* op_provider(const dkp_ort::CustomOp*) { return nullptr; }  // null means the CPU provider
-dkp_ort::TensorElementType op_input_type(const dkp_ort::CustomOp*, size_t i) {
-  return i < kNumInputs ? kInputTypes[i] : dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+dkp_ort::TensorElementType op_input_type(const dkp_ort::CustomOp* op, size_t i) {
+  return i < spec_of(op).num_inputs ? spec_of(op).input_types[i] : dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 }
-size_t op_input_count(const dkp_ort::CustomOp*) { return kNumInputs; }
-dkp_ort::TensorElementType op_output_type(const dkp_ort::CustomOp*, size_t) {
-  return dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-}
+size_t op_input_count(const dkp_ort::CustomOp* op) { return spec_of(op).num_inputs; }
+dkp_ort::TensorElementType op_output_type(const dkp_ort::CustomOp*, size_t) { return kF32; }
 size_t op_output_count(const dkp_ort::CustomOp*) { return 1; }
-dkp_ort::InputOutputCharacteristic op_input_characteristic(const dkp_ort::CustomOp*, size_t i) {
-  return i == kY0 ? dkp_ort::INPUT_OUTPUT_OPTIONAL : dkp_ort::INPUT_OUTPUT_REQUIRED;
+dkp_ort::InputOutputCharacteristic op_input_characteristic(const dkp_ort::CustomOp* op, size_t i) {
+  return i == spec_of(op).y0() ? dkp_ort::INPUT_OUTPUT_OPTIONAL : dkp_ort::INPUT_OUTPUT_REQUIRED;
 }
 dkp_ort::InputOutputCharacteristic op_output_characteristic(const dkp_ort::CustomOp*, size_t) {
   return dkp_ort::INPUT_OUTPUT_REQUIRED;
@@ -359,7 +431,7 @@ dkp_ort::MemType op_input_memory(const dkp_ort::CustomOp*, size_t) { return dkp_
 int op_min_arity(const dkp_ort::CustomOp*) { return 1; }
 int op_homogeneous(const dkp_ort::CustomOp*) { return 1; }
 
-const dkp_ort::CustomOp kSparseMatVec = {
+constexpr dkp_ort::CustomOp kCallbacks = {
     dkp_ort::kApiVersion,
     op_create_kernel,
     op_name,
@@ -381,6 +453,9 @@ const dkp_ort::CustomOp kSparseMatVec = {
     op_compute_v2,
 };
 
+const OpRecord kSparseMatVec = {kCallbacks, &kFloatSpec};
+const OpRecord kSparseMatVecInt8 = {kCallbacks, &kInt8Spec};
+
 // One domain for the whole process, built on first registration and never released: sessions may outlive the
 // SessionOptions they were made from, and registering the library again must not add the op twice.
 std::once_flag g_domain_once;
@@ -401,7 +476,8 @@ extern "C" __attribute__((visibility("default"))) Status* RegisterCustomOps(dkp_
   g_api_parallel = base->GetApi(dkp_ort::kApiVersionParallel);
   std::call_once(g_domain_once, [api] {
     Status* st = api->CreateCustomOpDomain(kDomain, &g_domain);
-    if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVec);
+    if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVec.op);
+    if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVecInt8.op);
     if (st) {
       g_domain_error = take_message(api, st);
       g_domain = nullptr;

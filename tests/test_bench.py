@@ -89,8 +89,16 @@ def test_targets_flag_misses() -> None:
     layer_rows = [{"cf": 20, "batch": 1, "runtime": "ORT", "impl": "custom", "shape": "2600x1300", "speedup": 6.0,
                    "bytes_reduction": 10.0, "mac_reduction": 11.9}]
     t = report.targets(layer_rows, model_rows)
-    assert [x["holds"] for x in t] == [False, True]
+    assert [x["holds"] for x in t] == [False, True, False]  # 4x < 5x; 6x >= 5x but < 8x
+    assert [x["needed"] for x in t] == [5.0, 5.0, 8.0]
     assert "MISSED" in report.render_text(report.targets_table(t))
+    # issue 13's int8 targets, where the rows carry them
+    model_rows[0].update(lstm_custom_int8_vs_int8=3.1, lstm_int8_file_ratio=7.9)
+    layer_rows.append({**layer_rows[0], "batch": 8, "runtime": "ORT vs int8", "impl": "custom int8", "speedup": 2.5})
+    t = {x["target"]: x["holds"] for x in report.targets(layer_rows, model_rows)}
+    assert t["2x650 LSTM step at 25x, int8 doped vs ORT int8 dense"] is True
+    assert t["2x650 LSTM step at 25x, ORT int8 dense file / int8 doped file"] is False
+    assert t["doped layer 2600x1300 at 20x, int8 doped vs ORT int8 dense, batch 8"] is True
 
 
 def test_bad_output_directory_is_exit_2(tmp_path, capsys) -> None:

@@ -17,6 +17,7 @@ from dkp_deploy.validate import validate
 
 FILES = [("mlp", mlp, "sequence"), ("lm_step", lstm_lm, "step"), ("lm_sequence", lstm_lm, "sequence"),
          ("lstm_sequence", lstm, "sequence")]
+INT8_FILES = [("mlp_int8", mlp, "sequence"), ("lm_step_int8", lstm_lm, "step")]  # quantize="int8"
 
 # Strict inference in a fresh interpreter that never imports dkp_deploy (so no ai.dkp schema is registered):
 # every node output, in every graph (Scan bodies too), must come out typed from the file alone.
@@ -36,9 +37,10 @@ print(len(untyped(model.graph)), *untyped(model.graph)[:5])
 """
 
 
-@pytest.mark.parametrize("name,make,mode", FILES)
+@pytest.mark.parametrize("name,make,mode", FILES + INT8_FILES)
 def test_strict_shape_inference_types_every_output_without_our_schemas(tmp_path, name, make, mode):
-    path = to_onnx(make(), tmp_path / f"{name}.onnx", mode=mode, quiet=True)
+    path = to_onnx(make(), tmp_path / f"{name}.onnx", mode=mode, quiet=True,
+                   quantize="int8" if name.endswith("int8") else None)
     proc = subprocess.run([sys.executable, "-c", _UNTYPED, str(path)], capture_output=True, text=True, check=True)
     assert proc.stdout.split()[0] == "0", proc.stdout
 
@@ -50,13 +52,14 @@ def test_our_schemas_infer_types_in_process():
 
     for op, inputs, attrs, rows in [
         ("SparseMatVec", ["x", "rp", "ci", "v"], {}, 9),
+        ("SparseMatVecInt8", ["x", "rp", "ci", "v", "s"], {}, 9),
         ("DopedMatMul", ["x", "b", "c"], {"structure": "kron", "shape": [12, 5], "matrix": "w"}, 12),
     ]:
         assert onnx.defs.get_schema(op, 1, "ai.dkp").has_type_and_shape_inference_function
         node = helper.make_node(op, inputs, ["y"], domain="ai.dkp", **attrs)
         infos = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", 5]),
                  helper.make_tensor_value_info("rp", TensorProto.INT32, [10])]
-        graph = helper.make_graph([node], "g", infos[:1] + infos[1:] * (op == "SparseMatVec"),
+        graph = helper.make_graph([node], "g", infos[:1] + infos[1:] * op.startswith("SparseMatVec"),
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
                                                         helper.make_opsetid("ai.dkp", 1)])
@@ -65,16 +68,19 @@ def test_our_schemas_infer_types_in_process():
         assert out.elem_type == TensorProto.FLOAT and dims == ["batch", "time", rows], (op, dims)
 
 
-@pytest.mark.parametrize("name,make,mode", FILES[:2])
+@pytest.mark.parametrize("name,make,mode", FILES[:2] + INT8_FILES)
 def test_quantize_dynamic_runs_on_our_files(tmp_path, name, make, mode):
-    """onnxruntime's int8 dynamic quantization quantizes the dense MatMuls around our op and leaves the op be."""
+    """onnxruntime's int8 dynamic quantization quantizes the dense MatMuls around our op and leaves the op be (our
+    int8 files too: there it quantizes the layers we leave dense)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     spec = make()
-    path = to_onnx(spec, tmp_path / f"{name}.onnx", mode=mode, quiet=True)
+    int8 = name.endswith("int8")
+    path = to_onnx(spec, tmp_path / f"{name}.onnx", mode=mode, quiet=True, quantize="int8" if int8 else None)
     quantize_dynamic(str(path), str(tmp_path / "q.onnx"), weight_type=QuantType.QInt8)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
-    assert "SparseMatVec" in ops and ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
+    assert ("SparseMatVecInt8" if int8 else "SparseMatVec") in ops
+    assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
     feeds = signature.random_feeds(spec, mode, batch=3)
     ref, out = reference.run(spec, feeds, mode), runtime.run(tmp_path / "q.onnx", feeds)
     for key, want in ref.items():  # int8 weights: close, not exact

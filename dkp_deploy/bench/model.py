@@ -87,9 +87,12 @@ def run(
             fns, sizes = {}, {}
             for part, spec in (("lstm", lstm_spec), ("lm", lm_spec), ("lmd", lmd_spec)):
                 feeds = random_feeds(spec, "step", batch=batch, seed=1)
-                for impl in ORT_IMPLS if part != "lmd" else ("custom",):
+                for impl in (*ORT_IMPLS, "custom_int8") if part != "lmd" else ("custom", "custom_int8"):
+                    if part == "lm" and impl == "custom_int8":
+                        continue  # the int8 doped model that counts is the one with its decoder doped too
                     path = d / f"{part}_{impl}.onnx"
-                    to_onnx(spec, path, sparse_impl=impl, mode="step", quiet=True)
+                    to_onnx(spec, path, sparse_impl=impl.removesuffix("_int8"), mode="step", quiet=True,
+                            quantize="int8" if impl.endswith("_int8") else None)
                     sizes[part, impl] = path.stat().st_size
                     fns[part, impl] = ort_runner(ort_session(path, threads), feeds)
                 if part != "lmd":
@@ -113,7 +116,8 @@ def run(
                     sizes[part, "tflite_1x4"] = blocked.stat().st_size
                     fns[part, "tflite_1x4"] = tflite_runner(blocked, feeds, threads)
             groups = [[(part, impl) for impl in (*ORT_IMPLS, "int8")] for part in ("lstm", "lm")]
-            groups[1].append(("lmd", "custom"))  # timed in the LM's rounds, next to its dense and int8 files
+            groups[0].append(("lstm", "custom_int8"))
+            groups[1] += [("lmd", "custom"), ("lmd", "custom_int8")]  # in the LM's rounds, next to dense and int8
             if ("lm", "general") in fns:
                 fns["lm", "custom_g"] = fns["lm", "custom"]
                 groups.append([("lm", "custom_g"), ("lm", "general")])
@@ -163,6 +167,11 @@ def _row(shape, lstm_spec, lm_spec, t, sizes, batch, tflite) -> dict[str, Any]:
     # whole-model doping: the LM with its decoder doped at the same CF, against the dense and int8 LMs
     row["speedup_lmd_custom"] = t["lm", "dense"].seconds / t["lmd", "custom"].seconds
     row["lmd_custom_vs_int8"] = t["lm", "int8"].seconds / t["lmd", "custom"].seconds
+    # the doped files stored in int8 (quantize="int8") against onnxruntime's int8 dense ones: speed and bytes
+    row["lstm_custom_int8_vs_int8"] = t["lstm", "int8"].seconds / t["lstm", "custom_int8"].seconds
+    row["lmd_custom_int8_vs_int8"] = t["lm", "int8"].seconds / t["lmd", "custom_int8"].seconds
+    row["lstm_int8_file_ratio"] = sizes["lstm", "int8"] / sizes["lstm", "custom_int8"]
+    row["lmd_int8_file_ratio"] = sizes["lm", "int8"] / sizes["lmd", "custom_int8"]
     if ("lm", "general") in t:  # the general path's file over the native one, timed side by side
         row["general_vs_native_lm"] = t["lm", "custom_g"].seconds / t["lm", "general"].seconds
     if tflite:

@@ -70,7 +70,15 @@ def layer_table(rows: list[dict[str, Any]]) -> list[Table]:
     }
     note = ", ".join(f"{rt} b{b} {_us(s)}" for (rt, b), s in base.items())
     shape = rows[0]["shape"] if rows else ""
-    return [(f"Doped layer {shape} (+ bias) vs dense, speed-up; dense baselines: {note}", headers, body)]
+    tables = [(f"Doped layer {shape} (+ bias) vs dense, speed-up; dense baselines: {note}", headers, body)]
+    sized = [r for r in rows if r.get("file_bytes") and r["batch"] == batches[0]]
+    if sized:
+        kinds = list(sized[0]["file_bytes"])
+        body = [[f"{r['cf']}x", *(_mb(r["file_bytes"][k]) for k in kinds),
+                 _x(r["file_bytes"]["ORT int8 dense"] / r["file_bytes"]["custom int8"], 1)]
+                for r in sized if r["runtime"] == "ORT" and r["impl"] == "custom"]
+        tables.append((f"Doped layer {shape}: file sizes", ["CF", *kinds, "ORT int8 dense / custom int8"], body))
+    return tables
 
 
 def model_table(rows: list[dict[str, Any]]) -> list[Table]:
@@ -81,6 +89,7 @@ def model_table(rows: list[dict[str, Any]]) -> list[Table]:
         "paper (RPi 4)",
         "whole LM ORT custom", "whole LM bytes bound", "LSTM step: ORT int8 dense / doped vs int8",
         "whole LM: ORT int8 dense / doped vs int8", "LM, decoder doped too: vs dense / vs int8",
+        "int8 doped vs ORT int8: LSTM step (file) / LM, decoder doped (file)",
         "LM step general path (speed vs native)",
     ]
     body = []
@@ -107,6 +116,8 @@ def model_table(rows: list[dict[str, Any]]) -> list[Table]:
             f"{_x(r.get('speedup_lstm_int8'))} / {_x(r.get('lstm_custom_vs_int8'))}",
             f"{_x(r.get('speedup_lm_int8'))} / {_x(r.get('lm_custom_vs_int8'))}",
             f"{_x(r.get('speedup_lmd_custom'))} / {_x(r.get('lmd_custom_vs_int8'))}",
+            f"{_x(r.get('lstm_custom_int8_vs_int8'))} ({_x(r.get('lstm_int8_file_ratio'), 1)} smaller) / "
+            f"{_x(r.get('lmd_custom_int8_vs_int8'))} ({_x(r.get('lmd_int8_file_ratio'), 1)} smaller)",
             _x(r.get("general_vs_native_lm")),
         ])
     batch = rows[0]["batch"] if rows else 1
@@ -126,29 +137,49 @@ def profile_table(prof: dict[str, Any], title: str) -> list[Table]:
 
 
 def targets(layer_rows: list[dict[str, Any]], model_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's two 5x targets (at the paper's shapes only), with the measured value and its bounds."""
+    """The issues' targets (at the paper's shapes only): the measured ratio, what is needed and, for speed-ups
+    against dense, the bytes and MAC bounds."""
     out = []
+
+    def add(target: str, measured: float | None, needed: float, **bounds: float) -> None:
+        if measured is not None:
+            out.append({"target": target, "speedup": measured, "needed": needed, "holds": measured >= needed,
+                        **bounds})
+
     for r in model_rows:
         if r["hidden"] == 650 and r["target_cf"] == 25:
-            out.append({
-                "target": "2x650 LSTM step at 25x, ORT custom vs dense (LSTM layers alone)",
-                "speedup": r["speedup_lstm_custom"], "bytes_bound": r["bytes_bound_lstm"],
-                "mac_bound": r["mac_reduction_lstm"], "holds": r["speedup_lstm_custom"] >= TARGET,
-            })
+            add("2x650 LSTM step at 25x, ORT custom vs dense (LSTM layers alone)", r["speedup_lstm_custom"], TARGET,
+                bytes_bound=r["bytes_bound_lstm"], mac_bound=r["mac_reduction_lstm"])
+            add("2x650 LSTM step at 25x, int8 doped vs ORT int8 dense", r.get("lstm_custom_int8_vs_int8"), 3.0)
+            add("2x650 LSTM step at 25x, ORT int8 dense file / int8 doped file", r.get("lstm_int8_file_ratio"), 8.0)
+            add("whole 2x650 LM step, decoder doped (fp32) vs ORT int8 dense LM", r.get("lmd_custom_vs_int8"), 3.0)
+            add("whole 2x650 LM step, decoder doped (int8) vs ORT int8 dense LM", r.get("lmd_custom_int8_vs_int8"),
+                3.0)
     for r in layer_rows:
-        if (r["shape"], r["cf"], r["batch"], r["runtime"], r["impl"]) == ("2600x1300", 20, 1, "ORT", "custom"):
-            out.append({
-                "target": f"doped layer {r['shape']} at 20x, ORT custom vs dense, batch 1",
-                "speedup": r["speedup"], "bytes_bound": r["bytes_reduction"], "mac_bound": r["mac_reduction"],
-                "holds": r["speedup"] >= TARGET,
-            })
+        if (r["shape"], r["cf"]) != ("2600x1300", 20):
+            continue
+        key = (r["batch"], r["runtime"], r["impl"])
+        if key == (1, "ORT", "custom"):
+            for needed in (TARGET, 8.0):
+                add(f"doped layer {r['shape']} at 20x, ORT custom vs dense, batch 1", r["speedup"], needed,
+                    bytes_bound=r["bytes_reduction"], mac_bound=r["mac_reduction"])
+            sizes = r.get("file_bytes") or {}
+            if sizes.get("custom int8"):
+                add(f"doped layer {r['shape']} at 20x, ORT int8 dense file / int8 doped file",
+                    sizes["ORT int8 dense"] / sizes["custom int8"], 6.0)
+        elif key[1:] == ("ORT vs int8", "custom int8") and key[0] in (1, 8):
+            add(f"doped layer {r['shape']} at 20x, int8 doped vs ORT int8 dense, batch {key[0]}", r["speedup"],
+                3.0 if key[0] == 1 else 2.0)
+        elif key == (8, "ORT 2 threads vs 1", "custom"):
+            add(f"doped layer {r['shape']} at 20x, batch 8, 2 intra-op threads vs 1", r["speedup"], 1.6)
     return out
 
 
 def targets_table(items: list[dict[str, Any]]) -> list[Table]:
     body = [
-        [t["target"], _x(t["speedup"]), f">= {TARGET:g}x", "holds" if t["holds"] else "MISSED",
-         _x(t["bytes_bound"], 1), _x(t["mac_bound"], 1), _pct(t["speedup"] / t["bytes_bound"])]
+        [t["target"], _x(t["speedup"]), f">= {t.get('needed', TARGET):g}x", "holds" if t["holds"] else "MISSED",
+         _x(t.get("bytes_bound"), 1), _x(t.get("mac_bound"), 1),
+         _pct(t["speedup"] / t["bytes_bound"]) if t.get("bytes_bound") else "-"]
         for t in items
     ]
     return [("Targets", ["target", "measured", "needed", "", "bytes bound", "MAC bound", "of bytes bound"], body)]

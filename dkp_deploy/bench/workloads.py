@@ -153,15 +153,7 @@ def densified(spec: ModelSpec) -> ModelSpec:
     def fold(w: DopedMatrix) -> DopedMatrix:
         return w if w.structure == "dense" else DopedMatrix(w.shape, "dense", {"W": w.dense(np.float32)})
 
-    blocks = []
-    for b in spec.blocks:
-        if isinstance(b, Linear):
-            b = Linear(b.name, fold(b.weight), b.bias)
-        elif isinstance(b, LSTM):
-            b = LSTM(b.name, b.input_size, b.hidden_size, [LSTMLayer(fold(x.weight), x.bias) for x in b.layers],
-                     b.batch_first)
-        blocks.append(b)
-    return ModelSpec(spec.arch, blocks, dict(spec.config), dict(spec.metadata))
+    return spec.map_matrices(fold)
 
 
 def matvec_macs(w: DopedMatrix) -> int:

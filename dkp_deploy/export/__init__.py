@@ -26,6 +26,7 @@ from ..converters.metadata import FORMAT_VERSION
 from ..errors import InputError
 from ..fileio import atomic_output
 from ..lower import SPARSE_IMPLS, lower
+from ..quantize import check_mode
 
 TARGETS = (".onnx", ".tflite")
 IMPLS = (*SPARSE_IMPLS, "hub")
@@ -108,14 +109,20 @@ def hub_from_program(
     return proto
 
 
-def write(hub_model: onnx.ModelProto, path: str | os.PathLike, sparse_impl: str = "custom") -> Path:
+def write(hub_model: onnx.ModelProto, path: str | os.PathLike, sparse_impl: str = "custom",
+          quantize: str | None = None) -> Path:
     """Lower `hub_model` for `sparse_impl` (or keep it: "hub") and write it atomically to `path`; a `.tflite` path
-    gets the TFLite translation (builtin ops; `sparse_impl` does not apply)."""
+    gets the TFLite translation (builtin ops; `sparse_impl` does not apply). `quantize="int8"`: the doped matrices
+    in int8 (`dkp_deploy.quantize`; custom and portable .onnx only)."""
     p = Path(path)
     if p.suffix.lower() not in TARGETS:
         raise InputError(f"unknown target {p.suffix or '(no extension)'!r}: export writes .onnx or .tflite", p)
     if sparse_impl not in IMPLS:
         raise ValueError(f"sparse_impl must be one of {IMPLS}, got {sparse_impl!r}")
+    check_mode(quantize)
+    if quantize and (p.suffix.lower() == ".tflite" or sparse_impl not in ("custom", "portable")):
+        raise InputError(f"quantize={quantize!r} writes .onnx with sparse_impl 'custom' or 'portable' "
+                         f"(not {'.tflite' if p.suffix.lower() == '.tflite' else sparse_impl!r})", p)
     if p.suffix.lower() == ".tflite":
         try:
             from ..converters.tflite.hub import write as write_tflite
@@ -123,7 +130,7 @@ def write(hub_model: onnx.ModelProto, path: str | os.PathLike, sparse_impl: str 
             raise InputError(f"TFLite output needs the tflite extra (pip install 'dkp-deploy[tflite]'): {e}",
                              p) from None
         return write_tflite(hub_model, p)
-    out = hub_model if sparse_impl == "hub" else lower(hub_model, sparse_impl)
+    out = hub_model if sparse_impl == "hub" else lower(hub_model, sparse_impl, quantize)
     if sparse_impl == "custom" and any(o.domain == "ai.dkp" for o in out.opset_import):
         from ..ops import LIBRARY_DOC
 
@@ -153,7 +160,7 @@ def load_hub(path: str | os.PathLike) -> onnx.ModelProto:
 
 
 def convert(source: str | os.PathLike, path: str | os.PathLike, *, sparse_impl: str = "custom",
-            opset: int = DEFAULT_OPSET) -> Path:
+            opset: int = DEFAULT_OPSET, quantize: str | None = None) -> Path:
     """dkp-convert's general inputs: a hub `.onnx` (torch-free) or a `.pt2` from `program` + `torch.export.save`."""
     src = Path(source)
     if src.suffix.lower() == ".pt2":
@@ -168,8 +175,8 @@ def convert(source: str | os.PathLike, path: str | os.PathLike, *, sparse_impl: 
             raise
         except Exception as e:
             raise InputError(f"not a torch.export program ({_first_line(e)})", src) from None
-        return write(hub_from_program(exported, opset=opset), path, sparse_impl)
-    return write(load_hub(src), path, sparse_impl)
+        return write(hub_from_program(exported, opset=opset), path, sparse_impl, quantize)
+    return write(load_hub(src), path, sparse_impl, quantize)
 
 
 def export(
@@ -184,6 +191,7 @@ def export(
     sparse_impl: str = "custom",
     mode: str = "sequence",
     opset: int | None = None,
+    quantize: str | None = None,
 ) -> Path:
     """Export `model(*args, **kwargs)` to `path`, with torch.onnx.export's conventions.
 
@@ -193,6 +201,7 @@ def export(
     which `dkp-convert` lowers later without torch). Every DopedLinear becomes one doped node; the other layers
     stay standard ops; recurrent modules become Scan bodies (right at any T). `mode="step"`: each recurrence as
     one time step without Scan (export with T = 1: x_t and states in, outputs and states out).
+    `quantize="int8"`: doped matrices stored in int8 (weights only; see `dkp_deploy.quantize`).
     Writes atomically; returns the path.
     """
     if Path(path).suffix.lower() not in TARGETS:
@@ -208,7 +217,7 @@ def export(
     exported = program(model, args, kwargs=kwargs, dynamic_shapes=dynamic_shapes)
     hub_model = hub_from_program(exported, input_names=input_names, output_names=output_names, opset=opset,
                                  mode=mode)
-    return write(hub_model, path, sparse_impl)
+    return write(hub_model, path, sparse_impl, quantize)
 
 
 class _CallableModule(types.ModuleType):

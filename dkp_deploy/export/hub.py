@@ -1,4 +1,5 @@
-"""The torch.onnx model -> the hub: each transient `DopedLinearRef` becomes a `DopedMatMul` with CSR W_s."""
+"""The torch.onnx model -> the hub: each transient `DopedLinearRef` becomes a `DopedMatMul` with CSR W_s, each
+`DopedGatherRef` a `DopedGather` (a doped embedding), each `RecurrentRef` Scan bodies."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from onnx import numpy_helper
 
 from ..converters.onnx.graph import Graph
 from ..errors import InputError
+from ..hub.embedding import DOPED_GATHER_REF, doped_gather_node
 from ..hub.matrix import doped_matmul_node
 from ..hub.schema import DOMAIN
 from ..spec import CSR, FACTOR_NAMES, DopedMatrix
@@ -64,12 +66,12 @@ def to_hub(model: onnx.ModelProto, opset: int, mode: str = "sequence") -> onnx.M
     out_ranks: dict[str, int] = {}
     nodes = []
     for node in graph.node:
-        if not (node.domain == DOMAIN and node.op_type in ("DopedLinearRef", "RecurrentRef")):
+        if not (node.domain == DOMAIN and node.op_type in ("DopedLinearRef", "RecurrentRef", DOPED_GATHER_REF)):
             nodes.append(node)
             continue
         cfg = json.loads(onnx.helper.get_attribute_value(node.attribute[0]).decode())
         name = cfg["name"]
-        first = 1 if node.op_type == "DopedLinearRef" else 3
+        first = 3 if node.op_type == "RecurrentRef" else 1
         missing = [i for i in node.input[first:] if i not in arrays]
         if missing:
             raise InputError(f"layer {name!r}: its parameters must be constants of the model, but {missing} are "
@@ -78,11 +80,16 @@ def to_hub(model: onnx.ModelProto, opset: int, mode: str = "sequence") -> onnx.M
         start = len(g.nodes)
         if node.op_type == "RecurrentRef":
             out_ranks.update(dict.fromkeys(node.output, 3))
+        elif node.op_type == DOPED_GATHER_REF:  # ids [...] -> rows [..., D]
+            if node.input[0] in ranks or node.input[0] in out_ranks:
+                out_ranks[node.output[0]] = ranks.get(node.input[0], out_ranks.get(node.input[0])) + 1
         elif node.input[0] in ranks or node.input[0] in out_ranks:
             out_ranks[node.output[0]] = ranks.get(node.input[0], out_ranks.get(node.input[0]))
         if node.op_type == "DopedLinearRef":
             w, bias = _matrix(name, cfg, parts)
             doped_matmul_node(g, node.input[0], w, bias, name, output=node.output[0])
+        elif node.op_type == DOPED_GATHER_REF:
+            doped_gather_node(g, node.input[0], _matrix(name, cfg, parts)[0], name, output=node.output[0])
         else:
             from ..hub.recurrent import emit
 

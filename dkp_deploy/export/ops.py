@@ -13,7 +13,10 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..nn.embedding import DopedEmbedding
 from ..nn.linear import DopedLinear
+from .embedding import embedding_forward, named_modules
+from .embedding import translation as embedding_translation
 
 
 @torch.library.custom_op("dkp::recurrent", mutates_args=())
@@ -161,15 +164,19 @@ def _doped_forward(name: str):
 
 @contextlib.contextmanager
 def capture(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, every DopedLinear of `model` runs as one `dkp::doped_linear` call and every recurrent
-    module (nn.LSTM / GRU / RNN, doped or not) as one `dkp::recurrent` call (export keeps each whole);
-    nn.MultiheadAttention's fused fast path is off (it would read weights past the modules)."""
+    """Within the block, every DopedLinear of `model` runs as one `dkp::doped_linear` call, every DopedEmbedding as
+    one `dkp::doped_embedding` call and every recurrent module (nn.LSTM / GRU / RNN, doped or not) as one
+    `dkp::recurrent` call (export keeps each whole); nn.MultiheadAttention's fused fast path is off (it would read
+    weights past the modules)."""
     patched = []
     fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         torch.backends.mha.set_fastpath_enabled(False)
-        for name, module in model.named_modules():
-            if isinstance(module, DopedLinear):
+        for name, module in named_modules(model):
+            if isinstance(module, DopedEmbedding):  # one dkp::doped_embedding call (export/embedding.py)
+                module.forward = types.MethodType(embedding_forward(name or "embedding"), module)
+                patched.append(module)
+            elif isinstance(module, DopedLinear):
                 module.forward = types.MethodType(_doped_forward(name or "linear"), module)
                 patched.append(module)
             elif _is_recurrent(module):
@@ -197,7 +204,8 @@ def translation_table() -> dict:
     def recurrent_ref(x, h0, c0, tensors, config: str):
         return dkp.RecurrentRef(x, h0, c0, *tensors, config=config, _outputs=3)  # one variadic input
 
-    return {torch.ops.dkp.doped_linear.default: doped_linear_ref, torch.ops.dkp.recurrent.default: recurrent_ref}
+    return {torch.ops.dkp.doped_linear.default: doped_linear_ref, torch.ops.dkp.recurrent.default: recurrent_ref,
+            **embedding_translation(dkp)}
 
 
 __all__ = ["capture", "doped_linear", "recurrent", "translation_table"]

@@ -1,7 +1,7 @@
 """Evaluate a hub in float64 with `onnx.reference` (no onnxruntime, no torch): the independent reference.
 
 Floating-point initializers and feeds are promoted to float64; `DopedMatMul` runs as W = structured + W_s built
-densely in float64 from the node's own tensors.
+densely in float64 from the node's own tensors, `DopedGather` as rows of the table kron(B, C) + W_s built so.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
+from .embedding import read_doped_gather
 from .matrix import read_doped_matmul
 from .schema import DOMAIN
 
@@ -33,6 +34,25 @@ class DopedMatMul(OpRun):
         if b is not None:
             y = y + b.astype(np.float64)
         return (y,)
+
+
+class DopedGather(OpRun):
+    op_domain = DOMAIN
+
+    def _run(self, indices, b, c, row_ptr=None, col_idx=None, values=None, structure=None, shape=None, matrix=None):
+        slots = ["indices", "B", "C", "row_ptr", "col_idx", "values"]
+        given = dict(zip(slots, (indices, b, c, row_ptr, col_idx, values)))
+        node = onnx.helper.make_node("DopedGather", [k if given[k] is not None else "" for k in slots], ["y"],
+                                     domain=DOMAIN, structure=structure, shape=list(shape), matrix=matrix or "")
+        w = read_doped_gather(node, {k: v for k, v in given.items() if v is not None})
+        table = np.kron(np.asarray(b, np.float64), np.asarray(c, np.float64))  # the factors as given, in float64
+        if w.sparse is not None:
+            rows = np.repeat(np.arange(w.shape[0]), np.diff(np.asarray(row_ptr, np.int64)))
+            np.add.at(table, (rows, np.asarray(col_idx, np.int64)), np.asarray(values, np.float64))
+        ids = np.asarray(indices)
+        if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
+            raise ValueError(f"DopedGather: index out of range [0, {w.shape[0]})")
+        return (table[ids],)
 
 
 def _promote(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -86,11 +106,11 @@ def _forward_scans(graph: onnx.GraphProto) -> None:
 
 def run(hub: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The hub's outputs for `feeds`, computed in float64."""
-    evaluator = ReferenceEvaluator(_promote(hub), new_ops=[DopedMatMul])
+    evaluator = ReferenceEvaluator(_promote(hub), new_ops=[DopedMatMul, DopedGather])
     cast = {k: (np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v))
             for k, v in feeds.items()}
     names = [o.name for o in hub.graph.output]
     return dict(zip(names, evaluator.run(None, cast)))
 
 
-__all__ = ["run", "DopedMatMul"]
+__all__ = ["run", "DopedMatMul", "DopedGather"]

@@ -4,7 +4,9 @@
   Inputs by slot: X, F0, F1, F2 (the structure's factors: kron B, C; lmf U, V; hmd W_top, U, V; dense W), row_ptr,
   col_idx, values, bias; an absent optional input is the empty name. Attributes: ``structure``, ``shape``
   ([M, N]) and ``matrix`` (the matrix's name, for reports and validation).
-- ``SparseMatVec`` (lowered node, the C++ op in ops/): Y = X @ W_s^T (+ Y0).
+- ``SparseMatVec`` (lowered node, the C++ op in ops/): Y = X @ W_s^T (+ Y0); col_idx int32 or uint16.
+- ``SparseMatVecInt8`` (lowered node, the same C++ op with int8 values): inputs X, row_ptr, col_idx, values (int8),
+  row_scale ([M], W_s[i, :] = row_scale[i] * values), Y0.
 - ``DopedLinearRef``: the export front end's transient node (torch.onnx writes it, `dkp_deploy.export` rewrites
   it to a ``DopedMatMul`` before any file is written).
 """
@@ -47,13 +49,13 @@ def _infer_doped_matmul(ctx: shape_inference.InferenceContext) -> None:
     _rows_output(ctx, shape.ints[0] if shape is not None and len(shape.ints) == 2 else None)
 
 
-def _infer_sparse_matvec(ctx: shape_inference.InferenceContext) -> None:
+def _infer_sparse_matvec(ctx: shape_inference.InferenceContext, y0: int = 4) -> None:
     # M from row_ptr [M + 1] when its shape is static, else from Y0's last dim
     rows = None
-    for i, minus in ((1, 1), (4, 0)):
+    for i, minus in ((1, 1), (y0, 0)):
         t = ctx.get_input_type(i) if ctx.has_input(i) else None
         if t is not None and t.tensor_type.HasField("shape") and len(t.tensor_type.shape.dim):
-            d = t.tensor_type.shape.dim[-1 if i == 4 else 0]
+            d = t.tensor_type.shape.dim[-1 if i == y0 else 0]
             if d.HasField("dim_value"):
                 rows = d.dim_value - minus
                 break
@@ -78,10 +80,21 @@ def _schemas() -> list[defs.OpSchema]:
     sparse = defs.OpSchema(
         "SparseMatVec", DOMAIN, VERSION,
         doc="Y = X @ W^T (+ Y0) for the CSR matrix W (row_ptr, col_idx, values); the C++ op in dkp_deploy's ops.",
-        inputs=[_param("X", "T"), _param("row_ptr", "I"), _param("col_idx", "I"), _param("values", "T"),
+        inputs=[_param("X", "T"), _param("row_ptr", "I"), _param("col_idx", "C"), _param("values", "T"),
                 _param("Y0", "T", True)],
         outputs=[_param("Y", "T")],
-        type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 indices")],
+        type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 row pointers"),
+                          ("C", ["tensor(int32)", "tensor(uint16)"], "column indices")],
+    )
+    sparse_int8 = defs.OpSchema(
+        "SparseMatVecInt8", DOMAIN, VERSION,
+        doc="Y = X @ W^T (+ Y0), W[i, :] = row_scale[i] * the int8 CSR row i; the C++ op in dkp_deploy's ops.",
+        inputs=[_param("X", "T"), _param("row_ptr", "I"), _param("col_idx", "C"), _param("values", "Q"),
+                _param("row_scale", "T"), _param("Y0", "T", True)],
+        outputs=[_param("Y", "T")],
+        type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 row pointers"),
+                          ("C", ["tensor(int32)", "tensor(uint16)"], "column indices"),
+                          ("Q", ["tensor(int8)"], "int8 values")],
     )
     ref = defs.OpSchema(
         "DopedLinearRef", DOMAIN, VERSION,
@@ -103,7 +116,8 @@ def _schemas() -> list[defs.OpSchema]:
     )
     doped.set_type_and_shape_inference_function(_infer_doped_matmul)
     sparse.set_type_and_shape_inference_function(_infer_sparse_matvec)
-    return [doped, sparse, ref, rec]
+    sparse_int8.set_type_and_shape_inference_function(lambda ctx: _infer_sparse_matvec(ctx, y0=5))
+    return [doped, sparse, sparse_int8, ref, rec]
 
 
 def register_schemas() -> None:
@@ -111,6 +125,9 @@ def register_schemas() -> None:
     for schema in _schemas():
         if not defs.has(schema.name, schema.domain):
             defs.register_schema(schema)
+    from .embedding import register_schemas as register_embedding  # DopedGather, DopedGatherRef
+
+    register_embedding()
 
 
 __all__ = ["DOMAIN", "VERSION", "register_schemas"]

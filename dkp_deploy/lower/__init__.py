@@ -17,9 +17,12 @@ from onnx import helper, numpy_helper
 
 from ..converters.onnx import matrix as rules
 from ..converters.onnx.graph import Graph, all_graphs
+from ..hub.embedding import DOPED_GATHER
 from ..hub.matrix import DOPED_MATMUL, matrix_name, read_doped_matmul
 from ..hub.schema import DOMAIN
+from ..quantize import check_mode
 from ..spec import DopedMatrix
+from .embedding import lower_doped_gather
 
 SPARSE_IMPLS = rules.SPARSE_IMPLS
 
@@ -56,7 +59,8 @@ def _all_names(graph: onnx.GraphProto) -> set[str]:
 
 
 def lower_graph(
-    graph: onnx.GraphProto, impl: str, opset: int, layers: dict[str, dict], names: set[str] | None = None
+    graph: onnx.GraphProto, impl: str, opset: int, layers: dict[str, dict], names: set[str] | None = None,
+    quantize: str | None = None,
 ) -> None:
     """Rewrite the DopedMatMul nodes of `graph` in place (subgraphs too); fill `layers` per matrix.
 
@@ -64,15 +68,28 @@ def lower_graph(
     names = _all_names(graph) if names is None else names
     arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     ranks = _ranks(graph)
+    # tensors only hub nodes read are replaced by the lowered ones: drop them now, so their names are free
+    free = _hub_only(graph)
+    names.difference_update(free)
+    kept = [t for t in graph.initializer if t.name not in free]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     g = Graph(opset)
     g.share_names(names)
     for name, array in arrays.items():  # a lowered tensor equal to one the graph holds (tied weights) is shared
-        g.adopt(name, array)
+        if name not in free:
+            g.adopt(name, array)
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         for a in node.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
-                lower_graph(a.g, impl, opset, layers, names)
+                lower_graph(a.g, impl, opset, layers, names, quantize)
+        if node.domain == DOMAIN and node.op_type == DOPED_GATHER:  # a doped embedding: lower/embedding.py
+            start = len(g.nodes)
+            name, info = lower_doped_gather(g, node, arrays, impl)
+            layers[name] = info
+            nodes.extend(g.nodes[start:])
+            continue
         if not (node.domain == DOMAIN and node.op_type == DOPED_MATMUL):
             nodes.append(node)
             continue
@@ -85,7 +102,7 @@ def lower_graph(
             lead = g.node("Shape", [x], f"{name}/lead_shape", start=0, end=-1)
             x = g.node("Reshape", [x, g.i64([-1, n])], f"{name}/flatten")
         roles: dict[str, str] = {}
-        y = rules.lower(g, x, w, bias, name, impl, roles)
+        y = rules.lower(g, x, w, bias, name, impl, roles, quantize)
         if flat:
             shape = g.node("Concat", [lead, g.i64([m])], f"{name}/out_shape", axis=0)
             y = g.node("Reshape", [y, shape], f"{name}/unflatten")
@@ -98,6 +115,21 @@ def lower_graph(
     graph.node.extend(nodes)
     graph.initializer.extend(g.initializers.values())
     _drop_unused_initializers(graph)
+
+
+def _hub_only(graph: onnx.GraphProto) -> set[str]:
+    """Initializers of `graph` that only its hub nodes read (no other node, subgraph, graph input or output)."""
+    other = {o.name for o in graph.output} | {i.name for i in graph.input}
+    hub_used: set[str] = set()
+    for node in graph.node:
+        if node.domain == DOMAIN and node.op_type in (DOPED_MATMUL, DOPED_GATHER):
+            hub_used.update(node.input)
+        else:
+            other.update(node.input)
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                other |= _used_names(a.g)
+    return {t.name for t in graph.initializer if t.name in hub_used and t.name not in other}
 
 
 def _used_names(graph: onnx.GraphProto) -> set[str]:
@@ -139,15 +171,21 @@ def _type_custom_outputs(model: onnx.ModelProto) -> None:
         graph.value_info.extend(v for v in typed.value_info if v.name in wanted and v.name not in have)
 
 
-def lower(hub: onnx.ModelProto, impl: str = "custom") -> onnx.ModelProto:
-    """A lowered copy of `hub` for `impl` (custom, portable or dense), with the dkp.layers metadata."""
+def lower(hub: onnx.ModelProto, impl: str = "custom", quantize: str | None = None) -> onnx.ModelProto:
+    """A lowered copy of `hub` for `impl` (custom, portable or dense), with the dkp.layers metadata.
+
+    `quantize="int8"`: the doped matrices in the int8 forms of `dkp_deploy.quantize` (custom and portable)."""
     if impl not in SPARSE_IMPLS:
         raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {impl!r}")
+    check_mode(quantize)
+    if quantize and impl == "dense":
+        raise ValueError("quantize='int8' applies to the doped lowerings (custom, portable); for a dense int8 "
+                         "baseline use onnxruntime.quantization.quantize_dynamic")
     model = onnx.ModelProto()
     model.CopyFrom(hub)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     layers: dict[str, dict] = {}
-    lower_graph(model.graph, impl, opset, layers)
+    lower_graph(model.graph, impl, opset, layers, quantize=quantize)
     uses_dkp = any(n.domain == DOMAIN for g in all_graphs(model.graph) for n in g.node)
     imports = [o for o in model.opset_import if o.domain != DOMAIN]
     if uses_dkp:
@@ -159,6 +197,8 @@ def lower(hub: onnx.ModelProto, impl: str = "custom") -> onnx.ModelProto:
     meta = {p.key: p.value for p in model.metadata_props}
     meta.pop("dkp.hub", None)  # a lowered file is not a hub: it cannot be lowered again
     meta.update({"dkp.sparse_impl": impl, "dkp.layers": json.dumps(layers, sort_keys=True)})
+    if quantize:
+        meta["dkp.quantize"] = quantize
     total = sum(info["shape"][0] * info["shape"][1] for info in layers.values())
     stored = sum(sum(int(np.prod(s)) for s in info["factor_shapes"].values()) + info["nnz"]
                  for info in layers.values())

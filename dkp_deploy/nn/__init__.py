@@ -1,10 +1,12 @@
 """PyTorch layers for doped structured matrices (needs torch) and their bridge to the model spec.
 
-`DopedLinear` (structures kron, lmf, hmd, none), `DopedLSTM`, `DopedGRU`, `DopedRNN`, `DopedLSTMLM`, `DopedMLP`;
-`to_spec` / `from_spec` convert between these modules and `dkp_deploy.spec.ModelSpec`. Training recipe:
-`dkp_deploy.train`; post-training doping of dense models: `dkp_deploy.compress` (module `dkp_deploy.compression`).
+`DopedLinear` (structures kron, lmf, hmd, none), `DopedEmbedding` (a kron + W_s table), `DopedLSTM`, `DopedGRU`,
+`DopedRNN`, `DopedLSTMLM`, `DopedMLP`; `to_spec` / `from_spec` convert between these modules and
+`dkp_deploy.spec.ModelSpec`. Training recipe: `dkp_deploy.train`; post-training doping of dense models:
+`dkp_deploy.compress` (module `dkp_deploy.compression`).
 """
 
+from .embedding import DopedEmbedding
 from .gru import DopedGRU
 from .linear import STRUCTURES, DopedLinear, doped_layers
 from .lm import DopedLSTMLM
@@ -15,6 +17,7 @@ from .spec_bridge import doped_linear_from_matrix, doped_matrix, from_spec, to_s
 
 __all__ = [
     "DopedLinear",
+    "DopedEmbedding",
     "DopedLSTM",
     "DopedGRU",
     "DopedRNN",

@@ -159,16 +159,20 @@ class DopedLinear(nn.Module):
         Lets a caller compute W_s x its own way (e.g. `DopedLSTM` applies the input columns to all time steps
         at once) with the same CMR and bias semantics as `forward`.
         """
+        y = self.mix(y_k, y_s)
+        return y + self.bias if self.bias is not None else y
+
+    def mix(self, y_k: torch.Tensor | None, y_s: torch.Tensor) -> torch.Tensor:
+        """The two paths' outputs summed, each under its own CMR mask in training (`combine` without the bias; a
+        `DopedEmbedding` mixes its looked-up rows this way)."""
         if y_k is None:
-            y = y_s
-        elif self.training and self.cmr > 0.0:
+            return y_s
+        if self.training and self.cmr > 0.0:
             keep = self.cmr_keep_prob
             b1 = torch.empty_like(y_k).bernoulli_(keep)
             b2 = torch.empty_like(y_s).bernoulli_(keep)
-            y = (y_k * b1 + y_s * b2) / keep
-        else:
-            y = y_k + y_s
-        return y + self.bias if self.bias is not None else y
+            return (y_k * b1 + y_s * b2) / keep
+        return y_k + y_s
 
     # -- weights ---------------------------------------------------------------------------------------
     def factors(self) -> dict[str, torch.Tensor]:

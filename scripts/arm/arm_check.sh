@@ -160,7 +160,15 @@ aarch64_run() {  # aarch64_run SITE LOG ARGS...: run_parity.py under emulation; 
         grep -q '^FAIL' "$log" || echo "FAIL $* (PYTHONPATH $site): exited with status $rc" | tee -a "$log"
     fi
 }
-step "6/7 aarch64 (qemu -cpu $QEMU_CPU): dkp_deploy.runtime sessions with the cross-compiled ops library"
+step "6/7 aarch64 (qemu -cpu $QEMU_CPU): the kernels alone (batch 1 too), then dkp_deploy.runtime sessions"
+# the models below always feed 2 or more rows: the batch-1 kernels (float and int8 SELL-8) are checked here
+if bash "$HERE/kernel_parity.sh" > "$WORK/kernels.raw" 2>&1; then
+    sed 's/^/PASS /' "$WORK/kernels.raw" | tail -1 > "$WORK/kernels.log"
+else
+    status=1
+    sed 's/^/FAIL /' "$WORK/kernels.raw" | tail -3 > "$WORK/kernels.log"
+fi
+cat "$WORK/kernels.log"
 aarch64_run "$CACHE/site-ort:$PKG" "$WORK/ort.log" --runtime onnxruntime
 rm -f "$WORK/ort-old.log"
 [ -z "$ORT_OLD_VERSION" ] || aarch64_run "$CACHE/site-ort-old:$PKG" "$WORK/ort-old.log" --runtime onnxruntime
@@ -170,7 +178,7 @@ rm -f "$WORK/litert.log"
 [ -z "$LITERT_VERSION" ] || aarch64_run "$CACHE/site-litert" "$WORK/litert.log" --runtime tflite
 
 step "summary"
-cat "$WORK"/{ort,ort-old,tflite,litert}.log 2>/dev/null | grep -E '^(aarch64|PASS|FAIL|SKIP)' || true
+cat "$WORK"/{kernels,ort,ort-old,tflite,litert}.log 2>/dev/null | grep -E '^(aarch64|PASS|FAIL|SKIP)' || true
 echo "downloads cached in $CACHE: $(dir_mb "$APTDIR/cache/archives") MB of arm64 debs," \
      "$(dir_mb "$CACHE/wheels") MB of aarch64 wheels"
 echo "total wall time $((SECONDS - T0)) s (set-up and emulation; not a performance figure)"

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dkp_deploy import reference, signature
+from dkp_deploy.quantize import dequantized_spec
 from dkp_deploy.spec import CSR, LSTM, Activation, DopedMatrix, Embedding, Linear, LSTMLayer, ModelSpec
 
 # Parity bound per output element, |arm - ref| <= ATOL + RTOL * |ref|: float32 arithmetic against float64 on
@@ -104,6 +105,10 @@ MODELS: dict[str, tuple[Callable[[np.random.Generator], ModelSpec], str, dict[st
     "lstm_seq": (lstm, "sequence", {"onnx": {}}),
     "lstm_portable": (lstm, "step", {"onnx": {"sparse_impl": "portable"}}),
     "block_lstm_step": (block_lstm, "step", {"onnx": {}, "tflite": {}}),
+    # int8 doped files (ai.dkp::SparseMatVecInt8, 16-bit columns), against the float64 run of their dequantized weights
+    "mlp_int8": (mlp, "sequence", {"onnx": {"quantize": "int8"}}),
+    "lstm_lm_step_int8": (lstm_lm, "step", {"onnx": {"quantize": "int8"}}),
+    "lstm_portable_int8": (lstm, "step", {"onnx": {"sparse_impl": "portable", "quantize": "int8"}}),
 }
 
 
@@ -129,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = build(np.random.default_rng(k))
         spec.check()
         feeds = signature.random_feeds(spec, mode, batch=2, seed=100 + k)
-        ref = reference.run(spec, feeds, mode)
+        quantized = any(o.get("quantize") for o in formats.values())
+        ref = reference.run(dequantized_spec(spec) if quantized else spec, feeds, mode)
         np.savez(
             args.out / f"{name}.npz",
             **{f"in/{n}": v for n, v in feeds.items()},

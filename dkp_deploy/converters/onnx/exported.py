@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 
 from ...errors import InputError
 from ...fileio import existing_file
+from ...quantize import dequantize_roles
 from ...spec import CSR
 from ..exported import ExportedModel, dense_from_parts, layers_from_metadata
 from .graph import all_graphs
@@ -23,6 +24,7 @@ def _dense(name: str, info: dict, arrays: dict[str, np.ndarray]) -> np.ndarray:
         t = {role: arrays[tname] for role, tname in info.get("tensors", {}).items()}
     except KeyError as e:
         raise InputError(f"layer {name!r}: tensor {e.args[0]!r} named in the metadata is not in the file") from None
+    t = dequantize_roles(t)  # an int8 file's tensors as the float ones they stand for
     sparse = None
     if "values" in t:
         sparse = CSR((m, n), t["row_ptr"], t["col_idx"], t["values"].astype(np.float32))

@@ -5,7 +5,9 @@
 - sparse part W_s: ``custom`` = ``ai.dkp::SparseMatVec`` with the structured result + bias fed as Y0 (the add is
   fused); ``portable`` = standard ops only (see `_portable`; the padded-row / COO index arrays are derived in-graph
   from the CSR arrays by constant-foldable ops, so the file holds CSR only); ``dense`` = W folded into one Gemm
-  (the baseline).
+  (the baseline). Column indices are uint16 where N <= 65536 (6 bytes per non-zero instead of 8).
+- ``quantize="int8"`` (custom and portable): the forms of `dkp_deploy.quantize` (int8 factors turned to float by
+  Cast + Mul, folded at load; int8 W_s values with per-row scales: ``ai.dkp::SparseMatVecInt8`` or Cast + Mul).
 
 Every lowering records in `roles` which initializer holds which part, so `exported.load_exported` can rebuild W
 from the file's own tensors.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
+from ...quantize import check_mode, quantize_csr, quantize_rows
 from ...spec import CSR, DopedMatrix
 from .graph import DKP_DOMAIN, Graph
 
@@ -24,6 +27,22 @@ SPARSE_IMPLS = ("custom", "portable", "dense")
 
 def _f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
+
+
+def _weight(g: Graph, name: str, a: np.ndarray, role: str, roles: dict, quantize: str | None,
+            transpose: bool = False) -> str:
+    """A factor (a.T when `transpose`) as a float32 initializer, or as int8 with one scale per row of `a`, turned
+    back to float by Cast and Mul, which onnxruntime folds at session creation (the file keeps the int8 bytes).
+    Not DequantizeLinear: onnxruntime fuses DequantizeLinear -> MatMul into an integer MatMul that quantizes the
+    activations too, which is not the function this file stands for."""
+    if quantize is None:
+        roles[role] = t = g.init(name, _f32(a).T if transpose else _f32(a))
+        return t
+    q, scale = quantize_rows(a)
+    roles[role] = t = g.init(name, q.T if transpose else q)
+    roles[f"{role}_scale"] = s = g.init(f"{name}_scale", scale[None, :] if transpose else scale[:, None])
+    f = g.node("Cast", [t], f"{name}/to_float", to=TensorProto.FLOAT)
+    return g.node("Mul", [f, s], f"{name}/dequantize")
 
 
 def _gemm(g: Graph, x: str, w: str, bias: str | None, name: str) -> str:
@@ -37,12 +56,13 @@ def _batch_rows(g: Graph, x: str, m: int, scope: str) -> str:
     return g.node("Concat", [b, g.i64([m])], f"{scope}/rows_shape", axis=0)
 
 
-def _kron(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope: str, roles: dict) -> str:
+def _kron(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope: str, roles: dict,
+          quantize: str | None) -> str:
     """kron(B, C) @ x (+ bias) = vec(B @ X @ C^T) with X = x reshaped row-major to [N1, N2]."""
     b, c = w.factors["B"], w.factors["C"]
     (m1, n1), (m2, n2) = b.shape, c.shape
-    roles["B"] = b_name = g.init(f"{scope}/B", _f32(b))
-    roles["C_T"] = ct_name = g.init(f"{scope}/C_T", _f32(c).T)
+    b_name = _weight(g, f"{scope}/B", b, "B", roles, quantize)
+    ct_name = _weight(g, f"{scope}/C_T", c, "C_T", roles, quantize, transpose=True)
     r = g.node("Reshape", [x, g.i64([-1, n1, n2])], f"{scope}/kron/reshape_in")
     if m1 * n1 * n2 + m1 * n2 * m2 <= n1 * n2 * m2 + m1 * n1 * m2:  # B first: [M1,N1]@[b,N1,N2] -> [b,M1,N2]
         t = g.node("MatMul", [b_name, r], f"{scope}/kron/matmul_b")
@@ -55,24 +75,25 @@ def _kron(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope: str,
     return g.node("Reshape", [u, g.i64([-1, m1 * m2])], f"{scope}/kron/reshape_out")
 
 
-def _structured(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope: str, roles: dict) -> str | None:
+def _structured(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope: str, roles: dict,
+                quantize: str | None) -> str | None:
     """The structured part plus bias, or None when there is neither (structure "none", no bias)."""
     f = w.factors
     if w.structure == "kron":
-        return _kron(g, x, w, bias, scope, roles)
+        return _kron(g, x, w, bias, scope, roles, quantize)
     def bias_name() -> str | None:
         return g.init(f"{scope}/bias", _f32(bias)) if bias is not None else None
 
     if w.structure == "lmf":
-        roles["V"] = v = g.init(f"{scope}/V", _f32(f["V"]))
-        roles["U"] = u = g.init(f"{scope}/U", _f32(f["U"]))
+        v = _weight(g, f"{scope}/V", f["V"], "V", roles, quantize)
+        u = _weight(g, f"{scope}/U", f["U"], "U", roles, quantize)
         t = _gemm(g, x, v, None, f"{scope}/lmf/gemm_v")
         return _gemm(g, t, u, bias_name(), f"{scope}/lmf/gemm_u")
     if w.structure == "hmd":
         k = f["W_top"].shape[0]
-        roles["W_top"] = top_w = g.init(f"{scope}/W_top", _f32(f["W_top"]))
-        roles["V"] = v = g.init(f"{scope}/V", _f32(f["V"]))
-        roles["U"] = u = g.init(f"{scope}/U", _f32(f["U"]))
+        top_w = _weight(g, f"{scope}/W_top", f["W_top"], "W_top", roles, quantize)
+        v = _weight(g, f"{scope}/V", f["V"], "V", roles, quantize)
+        u = _weight(g, f"{scope}/U", f["U"], "U", roles, quantize)
         b_top = g.init(f"{scope}/bias_top", _f32(bias[:k])) if bias is not None else None
         b_low = g.init(f"{scope}/bias_low", _f32(bias[k:])) if bias is not None else None
         top = _gemm(g, x, top_w, b_top, f"{scope}/hmd/gemm_top")
@@ -161,10 +182,14 @@ def lower(
     scope: str,
     impl: str,
     roles: dict[str, str],
+    quantize: str | None = None,
 ) -> str:
-    """Emit y = W @ x + bias for 2-D x [batch, N]; return the name of y [batch, M]. Fills `roles`."""
+    """Emit y = W @ x + bias for 2-D x [batch, N]; return the name of y [batch, M]. Fills `roles`.
+
+    `quantize="int8"` writes the doped parts in int8 (undoped "dense" matrices and the dense impl stay float)."""
     if impl not in SPARSE_IMPLS:
         raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {impl!r}")
+    check_mode(quantize)
     m, _ = w.shape
     bias_name = None
     if w.structure == "dense" or impl == "dense":
@@ -175,20 +200,34 @@ def lower(
             bias_name = g.init(f"{scope}/bias", _f32(bias))
         return _gemm(g, x, wn, bias_name, f"{scope}/gemm")
 
-    y0 = _structured(g, x, w, bias, scope, roles)
+    y0 = _structured(g, x, w, bias, scope, roles, quantize)
     sp = w.sparse
     if sp is None or sp.nnz == 0:
         if y0 is None:  # W = 0 and no bias
             return g.node("Expand", [g.init("const/zero_row", np.zeros((1, 1), np.float32)),
                                      _batch_rows(g, x, m, scope)], f"{scope}/zeros")
         return y0
+    narrow = w.shape[1] <= 1 << 16
     roles["row_ptr"] = rp = g.init(f"{scope}/W_s/row_ptr", sp.row_ptr.astype(np.int32))
-    roles["col_idx"] = ci = g.init(f"{scope}/W_s/col_idx", sp.col_idx.astype(np.int32))
-    roles["values"] = vals = g.init(f"{scope}/W_s/values", _f32(sp.values))
+    roles["col_idx"] = ci = g.init(f"{scope}/W_s/col_idx", sp.col_idx.astype(np.uint16 if narrow else np.int32))
+    if quantize:
+        q, row_scale = quantize_csr(sp)
+        roles["values"] = vals = g.init(f"{scope}/W_s/values", q)
+        roles["row_scale"] = rs = g.init(f"{scope}/W_s/row_scale", row_scale)
+    else:
+        roles["values"] = vals = g.init(f"{scope}/W_s/values", _f32(sp.values))
     if impl == "custom":
-        return g.node("SparseMatVec", [x, rp, ci, vals] + ([y0] if y0 else []), f"{scope}/sparse_matvec",
+        op, scales = ("SparseMatVecInt8", [rs]) if quantize else ("SparseMatVec", [])
+        return g.node(op, [x, rp, ci, vals, *scales] + ([y0] if y0 else []), f"{scope}/sparse_matvec",
                       domain=DKP_DOMAIN)
-    # portable
+    # portable: standard ops index with int32 and multiply floats; these casts of constants fold at load
+    if narrow:
+        ci = g.node("Cast", [ci], f"{scope}/W_s/col_idx_i32", to=TensorProto.INT32)
+    if quantize:
+        rows = g.node("Reshape", [_coo_rows(g, rp, m, sp.nnz, scope), g.i64([-1])], f"{scope}/W_s/entry_rows")
+        scale = g.node("Gather", [rs, rows], f"{scope}/W_s/entry_scale", axis=0)
+        vals = g.node("Mul", [g.node("Cast", [vals], f"{scope}/W_s/values_f32", to=TensorProto.FLOAT), scale],
+                      f"{scope}/W_s/dequantize")
     if y0 is None:
         y0 = g.node("Expand", [g.init("const/zero_row", np.zeros((1, 1), np.float32)), _batch_rows(g, x, m, scope)],
                     f"{scope}/zeros")

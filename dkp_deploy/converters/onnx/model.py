@@ -116,7 +116,7 @@ def hub(spec: ModelSpec, *, mode: str = "sequence", opset: int = DEFAULT_OPSET, 
 
 def build(
     spec: ModelSpec, *, sparse_impl: str = "custom", mode: str = "sequence", opset: int = DEFAULT_OPSET,
-    quiet: bool = False,
+    quiet: bool = False, quantize: str | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, dict]]:
     """The lowered ONNX model for `spec` and, per matrix name, the initializer names of its parts."""
     import json
@@ -125,7 +125,7 @@ def build(
 
     if sparse_impl not in SPARSE_IMPLS:
         raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {sparse_impl!r}")
-    model = lower(hub(spec, mode=mode, opset=opset, quiet=quiet), sparse_impl)
+    model = lower(hub(spec, mode=mode, opset=opset, quiet=quiet), sparse_impl, quantize)
     layers = json.loads({p.key: p.value for p in model.metadata_props}["dkp.layers"])
     return model, {name: info["tensors"] for name, info in layers.items()}
 
@@ -138,19 +138,22 @@ def to_onnx(
     mode: str = "sequence",
     opset: int = DEFAULT_OPSET,
     quiet: bool = False,
+    quantize: str | None = None,
 ) -> Path:
     """Convert a doped model (ModelSpec, checkpoint path or torch module) to an ONNX file at `path`.
 
     `sparse_impl`: "custom" (ai.dkp::SparseMatVec, needs the ops library), "portable" (standard ops only) or
     "dense" (folded W, the baseline). `mode`: "sequence" (Scan over time) or "step" (one time step) for
-    recurrent models. Writes atomically; returns the path.
+    recurrent models. `quantize="int8"`: the doped matrices in int8 (`dkp_deploy.quantize`; custom and portable).
+    Writes atomically; returns the path.
     """
     spec, provenance = as_spec(model_or_path)
-    model, tensors = build(spec, sparse_impl=sparse_impl, mode=mode, opset=opset, quiet=quiet)
+    model, tensors = build(spec, sparse_impl=sparse_impl, mode=mode, opset=opset, quiet=quiet, quantize=quantize)
     mode = mode if spec.is_recurrent else "sequence"
     optional = ",".join(sig.name for sig in inputs(spec, mode) if sig.optional)
+    extra = {**({"optional_inputs": optional} if optional else {}), **({"quantize": quantize} if quantize else {})}
     helper.set_model_props(model, metadata(spec, provenance, tensors, mode=mode, sparse_impl=sparse_impl,
-                                           opset=str(opset), **({"optional_inputs": optional} if optional else {})))
+                                           opset=str(opset), **extra))
     if sparse_impl == "custom" and any(o.domain == DOMAIN for o in model.opset_import):
         from ...ops import LIBRARY_DOC
 

@@ -99,6 +99,9 @@ def _dense(name: str, info: dict, tensors: dict[str, tuple]) -> np.ndarray:
     except KeyError as e:
         raise InputError(f"layer {name!r}: tensor {e.args[0]!r} named in the metadata is not in the file") from None
     sparse = t.get("W_s")
+    if sparse is None and {"row_ptr", "col_idx", "values"} <= set(t):  # W_s as plain CSR arrays (an embedding's)
+        sparse = CSR(tuple(info["shape"]), t["row_ptr"], t["col_idx"], np.asarray(t["values"], np.float32))
+        sparse.check(name)
     parts = {role: a for role, a in t.items() if role in ("W", "B", "C", "U", "V", "W_top")}
     return dense_from_parts(name, tuple(info["shape"]), parts, sparse if isinstance(sparse, CSR) else None)
 

@@ -74,6 +74,6 @@ def axis_of(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
-from . import conv, doped, elementwise, matmul, normalization, recurrent, shaping  # noqa: E402,F401  (register the rules)
+from . import conv, doped, elementwise, embedding, matmul, normalization, recurrent, shaping  # noqa: E402,F401  (register)
 
 __all__ = ["RULES", "Context", "rule", "axis_of", "BATCH"]

@@ -1,0 +1,131 @@
+"""int8 forms of doped matrices, as `lower(hub, impl, quantize="int8")` writes them (weights only, symmetric).
+
+- W_s: values as int8 with one float32 scale per row (max |value| / 127); column indices as uint16 where N <= 65536
+  (so 3 bytes per non-zero instead of 8). ``custom``: `ai.dkp::SparseMatVecInt8`; ``portable``: Cast + Mul by
+  each entry's row scale, which onnxruntime folds at session creation.
+- factors (kron B, C; lmf U, V; hmd W_top, U, V): int8 with one scale per output row, Cast + Mul in the graph
+  (folded at session creation; see `converters.onnx.matrix._weight` for why not DequantizeLinear).
+- biases, activations and the arithmetic stay float32 (like onnxruntime's dynamic quantization, activations are
+  never quantized).
+
+The file's function is the float model with its weights replaced by `dequantized(w)`: that is what validation
+compares it with (`dequantize_hub`), in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .spec import CSR, FACTOR_NAMES, DopedMatrix, ModelSpec
+
+QUANTIZE_MODES = ("int8",)
+_QMAX = 127.0
+
+
+def check_mode(quantize: str | None) -> None:
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES} or None, got {quantize!r}")
+
+
+def quantize_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-D array as int8 with one float32 scale per row (rows of zeros get scale 1)."""
+    a = np.asarray(a, np.float64)
+    peak = np.abs(a).max(axis=1) if a.size else np.zeros(a.shape[0])
+    scale = np.where(peak > 0, peak / _QMAX, 1.0).astype(np.float32)
+    q = np.clip(np.rint(a / scale.astype(np.float64)[:, None]), -_QMAX, _QMAX).astype(np.int8)
+    return q, scale
+
+
+def csr_rows(sp: CSR) -> np.ndarray:
+    """The row of each stored entry of `sp`."""
+    return np.repeat(np.arange(sp.shape[0]), np.diff(sp.row_ptr.astype(np.int64)))
+
+
+def quantize_csr(sp: CSR) -> tuple[np.ndarray, np.ndarray]:
+    """W_s values as int8 with one float32 scale per row of W_s."""
+    rows = csr_rows(sp)
+    peak = np.zeros(sp.shape[0])
+    np.maximum.at(peak, rows, np.abs(sp.values.astype(np.float64)))
+    scale = np.where(peak > 0, peak / _QMAX, 1.0).astype(np.float32)
+    q = np.clip(np.rint(sp.values / scale.astype(np.float64)[rows]), -_QMAX, _QMAX).astype(np.int8)
+    return q, scale
+
+
+def dequantize_rows(q: np.ndarray, scale: np.ndarray, axis: int = 0) -> np.ndarray:
+    """float32 q * scale along `axis` (0: one scale per row, 1: per column), rounded once as float32 arithmetic
+    would (the float64 product of an int8 and a float32 is exact)."""
+    s = np.asarray(scale, np.float64)
+    return (np.asarray(q, np.float64) * (s[:, None] if axis == 0 else s[None, :])).astype(np.float32)
+
+
+def dequantize_csr(sp_q: CSR, row_scale: np.ndarray) -> CSR:
+    """A CSR with int8 values and per-row scales as the float32 CSR it stands for."""
+    rows = csr_rows(sp_q)
+    values = (sp_q.values.astype(np.float64) * np.asarray(row_scale, np.float64)[rows]).astype(np.float32)
+    return CSR(sp_q.shape, sp_q.row_ptr, sp_q.col_idx, values)
+
+
+def dequantized(w: DopedMatrix) -> DopedMatrix:
+    """The matrix an int8 file computes with in place of `w`."""
+    factors = {role: dequantize_rows(*quantize_rows(f)) for role, f in w.factors.items()}
+    sparse = w.sparse
+    if w.sparse is not None and w.sparse.nnz:
+        q, scale = quantize_csr(w.sparse)
+        sparse = dequantize_csr(CSR(w.sparse.shape, w.sparse.row_ptr, w.sparse.col_idx, q), scale)
+    return DopedMatrix(w.shape, w.structure, factors, sparse)
+
+
+def dequantized_spec(spec: ModelSpec) -> ModelSpec:
+    """`spec` with every doped matrix as its int8 file computes with it (undoped "dense" ones unchanged)."""
+    return spec.map_matrices(lambda w: w if w.structure == "dense" else dequantized(w))
+
+
+def dequantize_roles(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The float tensors of one matrix from an int8 file's tensors (roles as the lowering records them:
+    `<role>_scale` next to an int8 factor, `row_scale` next to int8 values)."""
+    out = dict(t)
+    for role in [r for r in t if r.endswith("_scale") and r != "row_scale"]:
+        base = role[: -len("_scale")]
+        out[base] = dequantize_rows(t[base], np.asarray(t[role]).reshape(-1), axis=1 if base == "C_T" else 0)
+        del out[role]
+    if "row_scale" in t:
+        sp_q = CSR((len(t["row_ptr"]) - 1, 0), t["row_ptr"], t["col_idx"], t["values"])
+        out["values"] = dequantize_csr(sp_q, t["row_scale"]).values
+        del out["row_scale"]
+    if "col_idx" in out:
+        out["col_idx"] = np.asarray(out["col_idx"]).astype(np.int32)
+    return out
+
+
+def dequantize_hub(hub: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `hub` whose doped matrices hold `dequantized(w)`: the float function of its int8 lowering."""
+    from .converters.onnx.graph import all_graphs
+    from .hub.matrix import DOPED_MATMUL, read_doped_matmul
+    from .hub.schema import DOMAIN
+
+    model = onnx.ModelProto()
+    model.CopyFrom(hub)
+    for g in all_graphs(model.graph):
+        arrays = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        replaced: dict[str, np.ndarray] = {}
+        for node in g.node:
+            if node.domain != DOMAIN or node.op_type != DOPED_MATMUL:
+                continue
+            w = read_doped_matmul(node, arrays)[0]
+            if w.structure == "dense":  # undoped matrices are not quantized
+                continue
+            d = dequantized(w)
+            for i, role in enumerate(FACTOR_NAMES[w.structure]):
+                replaced[node.input[1 + i]] = d.factors[role]
+            if d.sparse is not None and d.sparse.nnz:
+                replaced[node.input[6]] = d.sparse.values
+        for t in g.initializer:
+            if t.name in replaced:
+                t.CopyFrom(numpy_helper.from_array(np.asarray(replaced[t.name], np.float32), t.name))
+    return model
+
+
+__all__ = ["QUANTIZE_MODES", "check_mode", "quantize_rows", "quantize_csr", "dequantize_rows", "dequantize_csr",
+           "dequantized", "dequantized_spec", "dequantize_roles", "dequantize_hub"]

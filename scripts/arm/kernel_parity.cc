@@ -1,0 +1,90 @@
+// Parity of the product kernels, compiled into one program with ops/sparse_matvec.cc (scripts/arm/kernel_parity.sh
+// cross-compiles it for aarch64 and runs it under qemu): every path csr_matmul can take is compared with a float64
+// product written here. The ONNX models of `make arm-check` feed 2 or more rows, so they never reach the batch-1
+// SELL-8 kernels (float and int8 values); this program covers every path:
+// batch 1 (SELL-8 float, SELL-8 int8, CSR), 2-4 (width 4), 5-8 (width 8), 9-16 (width 16), 17 and 33 (several
+// blocks, a last block of one row), with Y0, empty rows, explicit zeros, densities 1%-100%.
+// Exit status 0 when every element is within 1e-5 of the sum of |terms| (+1e-6), else 1.
+#include "sparse_matvec.cc"  // the kernels live in an anonymous namespace: one translation unit
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+int main() {
+  using dkp::Csr;
+  using dkp::SlicedEll;
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<float> uni(-1.f, 1.f);
+  const double densities[] = {0.01, 0.05, 0.3, 1.0};
+  int64_t products = 0, bad = 0, checked = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    const int m = 1 + static_cast<int>(gen() % 300), n = 1 + static_cast<int>(gen() % 200);
+    std::bernoulli_distribution keep(densities[trial % 4]);
+    std::vector<int32_t> rp{0}, ci;
+    std::vector<float> v, scale(static_cast<size_t>(m));
+    std::vector<int8_t> q;
+    for (int i = 0; i < m; ++i) {
+      scale[i] = 1e-3f + static_cast<float>(gen() % 100) * 1e-4f;
+      if (gen() % 5 != 0) {  // a fifth of the rows empty
+        for (int j = 0; j < n; ++j) {
+          if (!keep(gen)) continue;
+          ci.push_back(j);
+          v.push_back(gen() % 50 == 0 ? 0.f : uni(gen));  // some explicit zeros
+          q.push_back(static_cast<int8_t>(static_cast<int>(gen() % 255) - 127));
+        }
+      }
+      rp.push_back(static_cast<int32_t>(ci.size()));
+    }
+    Csr w;
+    int64_t min_cols = 0;
+    const std::string err = dkp::check_csr(rp.data(), static_cast<int64_t>(rp.size()), ci.data(),
+                                           static_cast<int64_t>(ci.size()), v.data(),
+                                           static_cast<int64_t>(v.size()), &w, &min_cols);
+    if (!err.empty()) {
+      std::printf("kernel_parity: check_csr refused a valid CSR: %s\n", err.c_str());
+      return 2;
+    }
+    const SlicedEll ell_f32(w, min_cols), ell_i8(w, min_cols, q.data(), scale.data());
+    std::vector<float> deq(v.size());  // what SparseMatVecInt8 multiplies at batch > 1
+    for (int i = 0; i < m; ++i) {
+      for (int k = rp[i]; k < rp[i + 1]; ++k) deq[k] = scale[i] * q[k];
+    }
+    Csr wq = w;
+    wq.values = deq.data();
+    for (int batch : {1, 2, 3, 4, 5, 8, 9, 12, 16, 17, 33}) {
+      std::vector<float> x(static_cast<size_t>(batch) * n), y0(static_cast<size_t>(batch) * m),
+          y(static_cast<size_t>(batch) * m);
+      for (float& e : x) e = uni(gen);
+      for (float& e : y0) e = uni(gen);
+      for (int mode = 0; mode < 3; ++mode) {  // 0: float values via SELL-8, 1: int8 via SELL-8, 2: CSR only
+        const Csr& ww = mode == 1 ? wq : w;
+        const SlicedEll* ell = mode == 0 ? &ell_f32 : mode == 1 ? &ell_i8 : nullptr;
+        dkp::csr_matmul(ww, ell, x.data(), batch, n, mode == 2 ? nullptr : y0.data(), false, y.data());
+        ++products;
+        for (int r = 0; r < batch; ++r) {
+          for (int i = 0; i < m; ++i) {
+            double ref = mode == 2 ? 0.0 : y0[static_cast<size_t>(r) * m + i], mag = std::fabs(ref);
+            for (int k = rp[i]; k < rp[i + 1]; ++k) {
+              const double t = static_cast<double>(mode == 1 ? deq[k] : v[k]) * x[static_cast<size_t>(r) * n + ci[k]];
+              ref += t;
+              mag += std::fabs(t);
+            }
+            const double got = y[static_cast<size_t>(r) * m + i];
+            ++checked;
+            if (!(std::fabs(got - ref) <= 1e-5 * mag + 1e-6)) {
+              if (bad < 5) {
+                std::printf("MISMATCH m=%d n=%d batch=%d %s row %d of x %d: %.9g, float64 %.9g\n", m, n, batch,
+                            mode == 0 ? "float SELL" : mode == 1 ? "int8 SELL" : "CSR", i, r, got, ref);
+              }
+              ++bad;
+            }
+          }
+        }
+      }
+    }
+  }
+  std::printf("kernel_parity (%s kernels): %lld products, %lld elements, %lld mismatches\n", dkp::csr_matmul_isa(),
+              static_cast<long long>(products), static_cast<long long>(checked), static_cast<long long>(bad));
+  return bad == 0 ? 0 : 1;
+}
