@@ -99,6 +99,9 @@ def test_targets_flag_misses() -> None:
     assert t["2x650 LSTM step at 25x, int8 doped vs ORT int8 dense"] is True
     assert t["2x650 LSTM step at 25x, ORT int8 dense file / int8 doped file"] is False
     assert t["doped layer 2600x1300 at 20x, int8 doped vs ORT int8 dense, batch 8"] is True
+    # the docs' findings read every target, those without bounds too
+    lines = report.findings({"targets": report.targets(layer_rows, model_rows)})
+    assert any("needs 3x" in line and "Bytes bound" not in line for line in lines)
 
 
 def test_bad_output_directory_is_exit_2(tmp_path, capsys) -> None:
