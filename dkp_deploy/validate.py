@@ -329,7 +329,7 @@ def validate_export(
     import onnx
 
     from .hub import reference
-    from .hub.embedding import DOPED_GATHER, gather_name, read_doped_gather
+    from .hub.embedding import DOPED_GATHER, read_doped_gather
     from .hub.matrix import DOPED_MATMUL, matrix_name, read_doped_matmul
 
     path = existing_file(exported_path)
@@ -374,7 +374,7 @@ def validate_export(
                     want = read_doped_matmul(node, arrays)[0].dense(np.float64)
                     report.rows.append(_layer_row(name, exported.matrices.get(name), want, rtol_layer))
                 elif node.op_type == DOPED_GATHER:  # a doped embedding's table
-                    name = gather_name(node)
+                    name = matrix_name(node)
                     want = read_doped_gather(node, arrays).dense(np.float64)
                     report.rows.append(_layer_row(name, exported.matrices.get(name), want, rtol_layer))
     run = make_runner(path)

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx
-from onnx import TypeProto, defs, helper, shape_inference
+from onnx import TypeProto, defs, shape_inference
 
 from ..errors import InputError
-from ..spec import CSR, DopedMatrix
+from ..spec import DopedMatrix
+from .matrix import constant_inputs, matrix_name, node_header, sparse_part
 from .schema import DOMAIN, VERSION, _param
 
 DOPED_GATHER = "DopedGather"
@@ -90,55 +91,21 @@ def doped_gather_node(g, ids: str, w: DopedMatrix, name: str, output: str | None
                   structure="kron", shape=list(w.shape), matrix=name)
 
 
-def gather_name(node: onnx.NodeProto) -> str:
-    """The table's name: the node's `matrix` attribute, else its name."""
-    for a in node.attribute:
-        if a.name == "matrix" and a.s:
-            return a.s.decode()
-    return node.name or node.output[0]
-
-
 def read_doped_gather(node: onnx.NodeProto, arrays: Mapping[str, np.ndarray]) -> DopedMatrix:
     """The table a DopedGather node holds, checked (`InputError`); its tensors must be constants (`arrays`)."""
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    label = node.name or node.output[0]
-    try:
-        structure = attrs["structure"].decode()
-        v, d = (int(x) for x in attrs["shape"])
-    except (KeyError, ValueError, AttributeError):
-        raise InputError(f"node {label!r}: DopedGather needs attributes structure and shape [V, D]") from None
+    label, structure, (v, d) = node_header(node, "[V, D]")
     if structure != "kron":
         raise InputError(f"node {label!r}: DopedGather structure must be 'kron', got {structure!r}")
-    slots = list(node.input) + [""] * (len(_SLOTS) - len(node.input))
-    if len(slots) != len(_SLOTS):
+    if len(node.input) > len(_SLOTS):
         raise InputError(f"node {label!r}: DopedGather takes {len(_SLOTS)} inputs, got {len(node.input)}")
-
-    def tensor(i: int) -> np.ndarray | None:
-        if not slots[i]:
-            return None
-        if slots[i] not in arrays:
-            raise InputError(f"node {label!r}: input {_SLOTS[i]} ({slots[i]!r}) must be a constant initializer")
-        return np.asarray(arrays[slots[i]])
-
-    b, c = tensor(1), tensor(2)
-    if b is None or c is None:
+    t = constant_inputs(node, (None, *_SLOTS[1:]), arrays)
+    if "B" not in t or "C" not in t:
         raise InputError(f"node {label!r}: DopedGather needs factors B and C")
-    rp, ci, vals = tensor(3), tensor(4), tensor(5)
-    sparse = None
-    if rp is not None or ci is not None or vals is not None:
-        if rp is None or ci is None or vals is None:
-            raise InputError(f"node {label!r}: W_s needs all of row_ptr, col_idx and values")
-        sparse = CSR((v, d), rp, ci, vals)
-    factors = {"B": b, "C": c}
-    for k, f in factors.items():
-        if f.dtype.kind == "f":
-            factors[k] = f.astype(np.float32)
-    w = DopedMatrix((v, d), "kron", factors, sparse)
-    w.check(gather_name(node))
-    if sparse is not None:
-        sparse.values = sparse.values.astype(np.float32)
+    factors = {k: t[k].astype(np.float32) if t[k].dtype.kind == "f" else t[k] for k in ("B", "C")}
+    w = DopedMatrix((v, d), "kron", factors, sparse_part(label, (v, d), t))
+    w.check(matrix_name(node))
     return w
 
 
-__all__ = ["DOPED_GATHER", "DOPED_GATHER_REF", "doped_gather_node", "gather_name", "read_doped_gather",
+__all__ = ["DOPED_GATHER", "DOPED_GATHER_REF", "doped_gather_node", "read_doped_gather",
            "register_schemas", "schemas"]

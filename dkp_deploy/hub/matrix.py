@@ -41,44 +41,60 @@ def doped_matmul_node(
     return node
 
 
-def read_doped_matmul(node: onnx.NodeProto, arrays: Mapping[str, np.ndarray]) -> tuple[DopedMatrix, np.ndarray | None]:
-    """The matrix and bias a DopedMatMul node holds; its tensors must be constants (`arrays`: initializers)."""
+def node_header(node: onnx.NodeProto, dims: str) -> tuple[str, str, tuple[int, int]]:
+    """(label for messages, `structure`, `shape`) of a doped hub node; `dims` names the shape in the message."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     label = node.name or node.output[0]
     try:
         structure = attrs["structure"].decode()
         m, n = (int(v) for v in attrs["shape"])
     except (KeyError, ValueError, AttributeError):
-        raise InputError(f"node {label!r}: DopedMatMul needs attributes structure and shape [M, N]") from None
+        raise InputError(f"node {label!r}: {node.op_type} needs attributes structure and shape {dims}") from None
+    return label, structure, (m, n)
+
+
+def constant_inputs(node: onnx.NodeProto, roles: tuple[str | None, ...], arrays: Mapping[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
+    """The node's inputs by role (`roles[i]` names slot i; None: not a constant, e.g. the data input), each a
+    constant initializer of `arrays`; empty slots are left out."""
+    label = node.name or node.output[0]
+    out = {}
+    for name, role in zip(node.input, roles):
+        if not name or role is None:
+            continue
+        if name not in arrays:
+            raise InputError(f"node {label!r}: input {role} ({name!r}) must be a constant initializer")
+        out[role] = np.asarray(arrays[name])
+    return out
+
+
+def sparse_part(label: str, shape: tuple[int, int], t: Mapping[str, np.ndarray]) -> CSR | None:
+    """W_s from the roles row_ptr, col_idx and values of `t` (all three or none)."""
+    given = [r for r in _SPARSE_SLOTS if r in t]
+    if not given:
+        return None
+    if len(given) < len(_SPARSE_SLOTS):
+        raise InputError(f"node {label!r}: W_s needs all of row_ptr, col_idx and values")
+    return CSR(shape, t["row_ptr"], t["col_idx"], np.asarray(t["values"], np.float32))
+
+
+def read_doped_matmul(node: onnx.NodeProto, arrays: Mapping[str, np.ndarray]) -> tuple[DopedMatrix, np.ndarray | None]:
+    """The matrix and bias a DopedMatMul node holds; its tensors must be constants (`arrays`: initializers)."""
+    label, structure, (m, n) = node_header(node, "[M, N]")
     if structure not in FACTOR_NAMES:
         raise InputError(f"node {label!r}: unknown DopedMatMul structure {structure!r}")
-    slots = list(node.input) + [""] * (8 - len(node.input))
-
-    def tensor(i: int, role: str) -> np.ndarray | None:
-        if not slots[i]:
-            return None
-        if slots[i] not in arrays:
-            raise InputError(f"node {label!r}: input {role} ({slots[i]!r}) must be a constant initializer")
-        return arrays[slots[i]]
-
+    factor_roles = (*FACTOR_NAMES[structure], "F1", "F2", "F3")[:3]  # slots a structure leaves unused: ignored
+    t = constant_inputs(node, (None, *factor_roles, *_SPARSE_SLOTS, "bias"), arrays)
     factors = {}
-    for i, role in enumerate(FACTOR_NAMES[structure]):
-        f = tensor(1 + i, role)
-        if f is None:
+    for role in FACTOR_NAMES[structure]:
+        if role not in t:
             raise InputError(f"node {label!r}: structure {structure!r} needs factor {role}")
-        factors[role] = np.asarray(f, np.float32)
-    rp, ci, vals = (tensor(4 + i, role) for i, role in enumerate(_SPARSE_SLOTS))
-    sparse = None
-    if rp is not None or ci is not None or vals is not None:
-        if rp is None or ci is None or vals is None:
-            raise InputError(f"node {label!r}: W_s needs all of row_ptr, col_idx and values")
-        sparse = CSR((m, n), np.asarray(rp), np.asarray(ci), np.asarray(vals, np.float32))
-    bias = tensor(7, "bias")
-    w = DopedMatrix((m, n), structure, factors, sparse)
-    name = attrs.get("matrix", b"").decode() or label
-    w.check(name)
-    if bias is not None and np.asarray(bias).shape != (m,):
-        raise InputError(f"node {label!r}: bias of shape {np.asarray(bias).shape}, expected ({m},)")
+        factors[role] = np.asarray(t[role], np.float32)
+    w = DopedMatrix((m, n), structure, factors, sparse_part(label, (m, n), t))
+    w.check(matrix_name(node))
+    bias = t.get("bias")
+    if bias is not None and bias.shape != (m,):
+        raise InputError(f"node {label!r}: bias of shape {bias.shape}, expected ({m},)")
     return w, None if bias is None else np.asarray(bias, np.float32)
 
 
@@ -90,4 +106,5 @@ def matrix_name(node: onnx.NodeProto) -> str:
     return node.name or node.output[0]
 
 
-__all__ = ["DOPED_MATMUL", "doped_matmul_node", "read_doped_matmul", "matrix_name"]
+__all__ = ["DOPED_MATMUL", "doped_matmul_node", "read_doped_matmul", "matrix_name", "node_header", "constant_inputs",
+           "sparse_part"]

@@ -21,7 +21,8 @@ import numpy as np
 import onnx
 
 from ..converters.onnx.graph import Graph
-from ..hub.embedding import gather_name, read_doped_gather
+from ..hub.embedding import read_doped_gather
+from ..hub.matrix import matrix_name
 from ..spec import DopedMatrix
 
 
@@ -68,7 +69,7 @@ def _sparse_rows(g: Graph, ids: str, y: str, w: DopedMatrix, scope: str, roles: 
 def lower_doped_gather(g: Graph, node: onnx.NodeProto, arrays: Mapping[str, np.ndarray], impl: str) -> tuple[str, dict]:
     """Emit the lowering of one DopedGather into `g`, its output named as the node's; (table name, dkp.layers entry)."""
     w = read_doped_gather(node, arrays)
-    name = gather_name(node)
+    name = matrix_name(node)
     ids, (v, d) = node.input[0], w.shape
     roles: dict[str, str] = {}
     if impl == "dense":

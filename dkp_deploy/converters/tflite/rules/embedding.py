@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 from tflite.BuiltinOperator import BuiltinOperator as Op
 
-from ....hub.embedding import DOPED_GATHER, gather_name, read_doped_gather
+from ....hub.embedding import DOPED_GATHER, read_doped_gather
+from ....hub.matrix import matrix_name
 from ....hub.schema import DOMAIN
 from .. import graph as G
 from ..graph import BATCH
@@ -29,7 +30,7 @@ def _i32(g: G.Graph, name: str, value) -> int:
 @rule(DOPED_GATHER, domain=DOMAIN)
 def doped_gather(ctx: Context, node: onnx.NodeProto) -> None:
     w = read_doped_gather(node, ctx.consts)
-    name, (v, d) = gather_name(node), w.shape
+    name, (v, d) = matrix_name(node), w.shape
     g, ids, out = ctx.g, node.input[0], node.output[0]
     shape = ctx.shape(ids)
     (_, d1), (v2, d2) = w.factors["B"].shape, w.factors["C"].shape
