@@ -5,6 +5,9 @@
   each entry's row scale, which onnxruntime folds at session creation.
 - factors (kron B, C; lmf U, V; hmd W_top, U, V): int8 with one scale per output row, Cast + Mul in the graph
   (folded at session creation; see `converters.onnx.matrix._weight` for why not DequantizeLinear).
+- embedding tables (a float initializer only Gathers read, not tied to a layer): int8 rows with one scale per
+  row; the gathered rows are scaled at run time, so the table stays int8 in memory too. Doped embeddings
+  (`DopedGather`) stay float32.
 - biases, activations and the arithmetic stay float32 (like onnxruntime's dynamic quantization, activations are
   never quantized).
 
@@ -79,7 +82,15 @@ def dequantized(w: DopedMatrix) -> DopedMatrix:
 
 def dequantized_spec(spec: ModelSpec) -> ModelSpec:
     """`spec` with every doped matrix as its int8 file computes with it (undoped "dense" ones unchanged)."""
-    return spec.map_matrices(lambda w: w if w.structure == "dense" else dequantized(w))
+    from .spec import Embedding
+
+    out = spec.map_matrices(lambda w: w if w.structure == "dense" else dequantized(w))
+    dense = [w.factors["W"] for w in spec.matrices().values() if w.structure == "dense"]
+    for i, b in enumerate(out.blocks):
+        # a table a dense layer shares (tied weights: one tensor in the file) stays float, as `gather_tables` says
+        if isinstance(b, Embedding) and not any(np.array_equal(b.weight, w) for w in dense):
+            out.blocks[i] = Embedding(b.name, dequantized_table(b.weight))
+    return out
 
 
 def dequantize_roles(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -97,6 +108,36 @@ def dequantize_roles(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if "col_idx" in out:
         out["col_idx"] = np.asarray(out["col_idx"]).astype(np.int32)
     return out
+
+
+def _subgraph_inputs(graph: onnx.GraphProto) -> set[str]:
+    names: set[str] = set()
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                names |= {i for n in a.g.node for i in n.input} | _subgraph_inputs(a.g)
+    return names
+
+
+def gather_tables(graph: onnx.GraphProto) -> set[str]:
+    """The embedding tables of `graph` that int8 files quantize: rank-2 float initializers read only as the data
+    of Gather(axis 0) nodes of this graph (a table a layer also reads, as a tied decoder does, stays float)."""
+    floats = {t.name for t in graph.initializer if len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT}
+    bad = _subgraph_inputs(graph) | {o.name for o in graph.output} | {i.name for i in graph.input}
+    used: set[str] = set()
+    for node in graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        for k, name in enumerate(node.input):
+            if node.op_type == "Gather" and k == 0 and axis == 0 and node.domain in ("", "ai.onnx"):
+                used.add(name)
+            else:
+                bad.add(name)
+    return (floats & used) - bad
+
+
+def dequantized_table(table: np.ndarray) -> np.ndarray:
+    """An embedding table as its int8 file holds it, back in float32."""
+    return dequantize_rows(*quantize_rows(table))
 
 
 def dequantize_hub(hub: onnx.ModelProto) -> onnx.ModelProto:
@@ -121,6 +162,8 @@ def dequantize_hub(hub: onnx.ModelProto) -> onnx.ModelProto:
                 replaced[node.input[1 + i]] = d.factors[role]
             if d.sparse is not None and d.sparse.nnz:
                 replaced[node.input[6]] = d.sparse.values
+        for name in gather_tables(g):
+            replaced[name] = dequantized_table(arrays[name])
         for t in g.initializer:
             if t.name in replaced:
                 t.CopyFrom(numpy_helper.from_array(np.asarray(replaced[t.name], np.float32), t.name))
@@ -128,4 +171,5 @@ def dequantize_hub(hub: onnx.ModelProto) -> onnx.ModelProto:
 
 
 __all__ = ["QUANTIZE_MODES", "check_mode", "quantize_rows", "quantize_csr", "dequantize_rows", "dequantize_csr",
-           "dequantized", "dequantized_spec", "dequantize_roles", "dequantize_hub"]
+           "dequantized", "dequantized_spec", "dequantize_roles", "dequantize_hub", "gather_tables",
+           "dequantized_table"]

@@ -182,3 +182,25 @@ def test_cli_quantize(tmp_path, capsys):
         assert cli.convert_main([str(ckpt), *extra, "--quantize", "int8"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--quantize" in err[0]
+
+
+def test_untied_embedding_table_is_int8_and_tied_stays_float(tmp_path):
+    """An embedding table only Gather reads is stored int8 (rows scaled at run time); a tied one stays float."""
+    from dkp_deploy.spec import Embedding, Linear, ModelSpec
+
+    tied = lstm_lm(vocab=50)
+    emb, lstm, dec = tied.blocks
+    rng = np.random.default_rng(9)
+    w = DopedMatrix(dec.weight.shape, "dense", {"W": (0.5 * rng.standard_normal(dec.weight.shape)).astype(np.float32)})
+    untied = ModelSpec("lstm_lm", [emb, lstm, Linear(dec.name, w, dec.bias)])
+    for spec, int8_table in ((untied, True), (tied, False)):
+        path = to_onnx(spec, tmp_path / "lm.onnx", mode="step", quantize="int8", quiet=True)
+        kinds = {t.data_type for t in onnx.load(str(path)).graph.initializer if list(t.dims) == [50, 4]}
+        assert (onnx.TensorProto.INT8 in kinds) == int8_table
+        table = _rows_int8(emb.weight).astype(np.float32) if int8_table else emb.weight
+        ref_spec = ModelSpec("lstm_lm", [Embedding(emb.name, table), *spec.map_matrices(_dequantized).blocks[1:]])
+        feeds = signature.random_feeds(spec, "step", batch=4, seed=3)
+        out = runtime.run(path, feeds)
+        for k, want in reference.run(ref_spec, feeds, "step").items():
+            np.testing.assert_allclose(out[k], want, rtol=0, atol=2e-6, err_msg=k)
+        assert validate(spec, path).passed

@@ -20,9 +20,9 @@ from ..converters.onnx.graph import Graph, all_graphs
 from ..hub.embedding import DOPED_GATHER
 from ..hub.matrix import DOPED_MATMUL, matrix_name, read_doped_matmul
 from ..hub.schema import DOMAIN
-from ..quantize import check_mode
+from ..quantize import check_mode, gather_tables
 from ..spec import DopedMatrix
-from .embedding import lower_doped_gather
+from .embedding import lower_doped_gather, lower_int8_gather
 
 SPARSE_IMPLS = rules.SPARSE_IMPLS
 
@@ -79,8 +79,14 @@ def lower_graph(
     for name, array in arrays.items():  # a lowered tensor equal to one the graph holds (tied weights) is shared
         if name not in free:
             g.adopt(name, array)
+    tables = gather_tables(graph) if quantize else set()  # embedding tables an int8 file stores as int8
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
+        if node.op_type == "Gather" and node.input and node.input[0] in tables:
+            start = len(g.nodes)
+            lower_int8_gather(g, node, arrays[node.input[0]])
+            nodes.extend(g.nodes[start:])
+            continue
         for a in node.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
                 lower_graph(a.g, impl, opset, layers, names, quantize)

@@ -92,3 +92,18 @@ def lower_doped_gather(g: Graph, node: onnx.NodeProto, arrays: Mapping[str, np.n
 
 
 __all__ = ["lower_doped_gather"]
+
+
+def lower_int8_gather(g: Graph, node: onnx.NodeProto, table: np.ndarray) -> None:
+    """An int8 file's embedding lookup: Gather the int8 rows and their scales, then Cast and Mul (the table stays
+    int8 in memory; `dkp_deploy.quantize.gather_tables` says which tables). The output keeps the node's name."""
+    from ..quantize import quantize_rows
+
+    q, scale = quantize_rows(table)
+    src, ids = node.input[0], node.input[1]
+    qn = g.init(f"{src}/int8", q)
+    sn = g.init(f"{src}/row_scale", scale[:, None])
+    rows = g.node("Cast", [g.node("Gather", [qn, ids], f"{src}/gather_int8", axis=0)], f"{src}/rows_f32",
+                  to=onnx.TensorProto.FLOAT)
+    y = g.node("Mul", [rows, g.node("Gather", [sn, ids], f"{src}/gather_scale", axis=0)], f"{src}/dequantize")
+    g.rename_output(y, node.output[0])
