@@ -150,7 +150,7 @@ def dequantize_hub(hub: onnx.ModelProto) -> onnx.ModelProto:
     model.CopyFrom(hub)
     for g in all_graphs(model.graph):
         arrays = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-        replaced: dict[str, np.ndarray] = {}
+        tables = gather_tables(g)
         for node in g.node:
             if node.domain != DOMAIN or node.op_type != DOPED_MATMUL:
                 continue
@@ -158,15 +158,18 @@ def dequantize_hub(hub: onnx.ModelProto) -> onnx.ModelProto:
             if w.structure == "dense":  # undoped matrices are not quantized
                 continue
             d = dequantized(w)
-            for i, role in enumerate(FACTOR_NAMES[w.structure]):
-                replaced[node.input[1 + i]] = d.factors[role]
+            slots = {1 + i: d.factors[role] for i, role in enumerate(FACTOR_NAMES[w.structure])}
             if d.sparse is not None and d.sparse.nnz:
-                replaced[node.input[6]] = d.sparse.values
-        for name in gather_tables(g):
-            replaced[name] = dequantized_table(arrays[name])
+                slots[6] = d.sparse.values
+            # new tensors for this node alone: another node (a tied doped embedding, which stays float) may read
+            # the same ones
+            for i, value in slots.items():
+                name = f"{node.input[i]}/dequantized/{node.name or node.output[0]}"
+                g.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+                node.input[i] = name
         for t in g.initializer:
-            if t.name in replaced:
-                t.CopyFrom(numpy_helper.from_array(np.asarray(replaced[t.name], np.float32), t.name))
+            if t.name in tables:
+                t.CopyFrom(numpy_helper.from_array(dequantized_table(arrays[t.name]), t.name))
     return model
 
 

@@ -7,6 +7,7 @@
 // Every input is checked and every failure comes back as an onnxruntime status naming the input. When the three CSR
 // arrays are constant initializers they are checked once, when the kernel is created; otherwise on every call.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -202,6 +203,13 @@ struct Kernel {
     }
     const int8_t* q = static_cast<const int8_t*>(t[kValues].data);
     const float* s = static_cast<const float*>(scale.data);
+    for (int64_t i = 0; i < csr->rows; ++i) {
+      // an inf scale on an empty row would make the batch-1 layout's 0 * scale a NaN, the CSR path not
+      if (!std::isfinite(s[i])) {
+        return error("input 'row_scale' must be finite, got row_scale[" + std::to_string(i) +
+                     "] = " + std::to_string(s[i]));
+      }
+    }
     conv->values.resize(static_cast<size_t>(nnz));
     for (int64_t i = 0; i < csr->rows; ++i) {
       for (int64_t k = csr->row_ptr[i]; k < csr->row_ptr[i + 1]; ++k) conv->values[k] = s[i] * static_cast<float>(q[k]);

@@ -157,6 +157,8 @@ def int8_cases() -> list[Case]:
         ("row_scale [M - 1]", int8_arrays(row_scale=np.ones(2, F32)), "row_scale"),
         ("row_scale rank 2", int8_arrays(row_scale=np.ones((1, 3), F32)), "row_scale"),
         ("row_scale float64", int8_arrays(row_scale=np.ones(3)), "row_scale"),
+        ("row_scale inf", int8_arrays(row_scale=np.array([0.5, np.inf, 0.25], F32)), "row_scale"),
+        ("row_scale NaN", int8_arrays(row_scale=np.array([0.5, 1, np.nan], F32)), "row_scale"),
         ("values float32 in the int8 op", int8_arrays(values=VALUES), "values"),
         ("values shorter", int8_arrays(values=np.ones(4, np.int8)), "values"),
         ("uint16 col_idx == N", int8_arrays(col_idx=np.array([0, 1, 1, 2, 4], u16)), "col_idx"),
@@ -171,6 +173,11 @@ def int8_cases() -> list[Case]:
                               op_type="SparseMatVecInt8"))
     cases.append(Case("int8 op: row_scale left out", int8_arrays(), ("",), ("X", *CSR_NAMES),
                       op_type="SparseMatVecInt8"))
+    with_y0 = ("X", *INT8_NAMES, "Y0")
+    for label, y0 in (("Y0 [b, M+1]", np.ones((2, 4), F32)), ("Y0 float64", np.ones((2, 3))),
+                      ("Y0 [M+1]", np.ones(4, F32))):
+        cases.append(Case(f"int8 op: {label}", int8_arrays(Y0=y0), ("Y0",), with_y0, INT8_NAMES,
+                          op_type="SparseMatVecInt8"))
     for const, tag in ((CSR_NAMES, "[constant]"), ((), "[graph input]")):
         cases.append(Case(f"float op: uint16 col_idx == N {tag}", arrays(col_idx=np.array([0, 1, 1, 2, 4], u16)),
                           ("col_idx",), constant=const))

@@ -324,6 +324,27 @@ def test_lookup_of_any_id_shape_matches_numpy(tmp_path, rows_model, impl):
         np.testing.assert_allclose(out, table[ids], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("impl", ["custom", "portable"])
+def test_ids_out_of_range_are_runtime_errors_not_other_rows(tmp_path, rows_model, impl):
+    """Negative ids must not wrap around (ONNX Gather would): they fail like ids >= V."""
+    path = export(rows_model, (torch.randint(0, V, (3, 4)),), tmp_path / "rows.onnx",
+                  dynamic_shapes=({0: torch.export.Dim("a"), 1: torch.export.Dim("b")},), sparse_impl=impl)
+    sess = runtime.session(path)
+    for bad in (-1, -V, V, V + 7):
+        with pytest.raises(Exception, match="(?i)indices|out of"):
+            runtime.run(sess, {sess.get_inputs()[0].name: np.array([[0, bad]])})
+
+
+def test_int8_file_of_the_tied_lm_validates_against_its_hub(tmp_path, lm_files):
+    """The decoder (DopedMatMul) goes int8, the tied doped embedding stays float: the reference must do the same
+    to the tensors the two share in the hub."""
+    model, paths = lm_files[True]
+    path = export(model, _lm_args(), tmp_path / "q.onnx", dynamic_shapes=LM_DIMS, input_names=LM_NAMES,
+                  quantize="int8")
+    report = validate_export(path, hub=paths["hub"])
+    assert report.passed, report.table()
+
+
 def test_an_embedding_without_w_s_is_its_kron_rows(tmp_path):
     torch.manual_seed(9)
     model = Rows(DopedEmbedding(V, D, density=0.0)).eval()

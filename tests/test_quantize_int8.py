@@ -124,7 +124,9 @@ def test_validation_fails_when_a_scale_is_wrong(tmp_path):
             s[3] *= 1.01
             t.CopyFrom(numpy_helper.from_array(s, t.name))
     onnx.save(model, str(path))
-    assert not validate(spec, path).passed
+    report = validate(spec, path)
+    assert not report.passed
+    assert [r.passed for r in report.rows if r.kind == "layer" and r.name == "fc"] == [False]
 
 
 def test_quantize_refuses_what_it_does_not_cover(tmp_path):

@@ -76,8 +76,12 @@ def lower_doped_gather(g: Graph, node: onnx.NodeProto, arrays: Mapping[str, np.n
         roles["W"] = table = g.init(f"{name}/W", w.dense(np.float64).astype(np.float32))
         y = g.node("Gather", [table, ids], f"{name}/gather", axis=0)
     else:
-        flat = g.node("Cast", [g.node("Reshape", [ids, g.i64([-1])], f"{name}/ids_flat")], f"{name}/ids",
+        flat = g.node("Cast", [g.node("Reshape", [ids, g.i64([-1])], f"{name}/ids_flat")], f"{name}/ids_i64",
                       to=onnx.TensorProto.INT64)
+        # a negative id must fail like one >= V (Gather of B's row V // V2 is out of range), not wrap around
+        v_t = g.i64(v, f"{name}/V")
+        flat = g.node("Where", [g.node("Less", [flat, g.i64(0, f"{name}/zero")], f"{name}/negative"), v_t, flat],
+                      f"{name}/ids")
         y = _kron_rows(g, flat, w, name, roles)
         if w.sparse is not None and w.sparse.nnz:
             y = _sparse_rows(g, flat, y, w, name, roles)
