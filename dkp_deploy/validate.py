@@ -34,7 +34,7 @@ from .spec import ModelSpec
 
 @dataclass
 class Row:
-    kind: str  # "layer" or "e2e"
+    kind: str  # "layer", "e2e" or "int8" (an int8 file's weights against the float ones)
     name: str  # matrix name, or "<feeds>:<output>"
     max_abs: float
     max_rel: float
@@ -79,6 +79,23 @@ class Report:
         return "\n".join(lines)
 
     __str__ = table
+
+
+INT8_RTOL = 0.02  # int8 with one scale per row: ~0.3-0.8% of ||W||_F; a wrong scale or clip rule is far above
+
+
+def _int8_rows(report: Report, got: dict[str, np.ndarray], floats: dict[str, Any]) -> None:
+    """An int8 file's doped matrices against the float ones, independently of how the file was quantized:
+    ||W_file - W||_F <= INT8_RTOL ||W||_F (the checks against the dequantized weights show the file is exact)."""
+    for name, w in floats.items():
+        if w.structure == "dense" or name not in got:
+            continue
+        want = w.dense(np.float64)
+        diff = np.asarray(got[name], np.float64) - want
+        rel = float(np.linalg.norm(diff) / max(np.linalg.norm(want), 1e-30))
+        max_abs = float(np.abs(diff).max()) if diff.size else 0.0
+        report.rows.append(Row("int8", name, max_abs, rel, rel, INT8_RTOL, rel <= INT8_RTOL,
+                               "vs the float weights, relative Frobenius"))
 
 
 def _finite_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +249,7 @@ def validate(
     if recorded and provenance.get("source_sha256") and recorded != provenance["source_sha256"]:
         report.notes.append("the file records a different source checkpoint (sha256); the weights decide")
     if exported.metadata.get("dkp.quantize"):
+        _int8_rows(report, exported.matrices, spec.matrices())
         spec = dequantized_spec(spec)
         report.notes.append(f"{exported.metadata['dkp.quantize']} file: checked against the source with its doped "
                             "weights as the file dequantizes them (the quantization error itself is not a failure)")
@@ -355,6 +373,16 @@ def validate_export(
         if hub_model is None:
             raise InputError(f"a {quantized} file validates against its hub (its weights as the file dequantizes "
                              "them); pass hub=", path)
+        from onnx import numpy_helper as _nh
+
+        from .converters.onnx.graph import all_graphs as _graphs
+
+        floats = {}
+        for g in _graphs(hub_model.graph):
+            arrays = {t.name: _nh.to_array(t) for t in g.initializer}
+            floats.update({matrix_name(n): read_doped_matmul(n, arrays)[0] for n in g.node
+                           if n.op_type == DOPED_MATMUL})
+        _int8_rows(report, load_exported(path).matrices, floats)
         hub_model = dequantize_hub(hub_model)
         if model is not None:
             model = None

@@ -206,3 +206,27 @@ def test_untied_embedding_table_is_int8_and_tied_stays_float(tmp_path):
         for k, want in reference.run(ref_spec, feeds, "step").items():
             np.testing.assert_allclose(out[k], want, rtol=0, atol=2e-6, err_msg=k)
         assert validate(spec, path).passed
+
+
+def test_validation_checks_the_quantizer_against_the_float_weights(tmp_path, monkeypatch):
+    """A quantizer that is wrong the same way in the file and in its reference (here: scales 4x too small, so
+    values clip) is caught by the comparison with the float weights, which does not go through it."""
+    import dkp_deploy.quantize as q
+
+    spec = single(doped(np.random.default_rng(5), 40, 30, "kron", kron=((8, 6), (5, 5)), density=0.2))
+    good = to_onnx(spec, tmp_path / "good.onnx", quantize="int8", quiet=True)
+    rows = [r for r in validate(spec, good).rows if r.kind == "int8"]
+    assert rows and all(r.passed for r in rows) and 0 < rows[0].error < 0.02
+    real = q.quantize_csr
+
+    def clipping(sp):
+        values, scale = real(sp)
+        scale = scale / 4
+        return np.clip(np.rint(sp.values / scale[q.csr_rows(sp)]), -127, 127).astype(np.int8), scale
+
+    monkeypatch.setattr(q, "quantize_csr", clipping)
+    monkeypatch.setattr("dkp_deploy.converters.onnx.matrix.quantize_csr", clipping)
+    bad = to_onnx(spec, tmp_path / "bad.onnx", quantize="int8", quiet=True)
+    report = validate(spec, bad)
+    assert all(r.passed for r in report.rows if r.kind == "layer")  # the file matches its (wrong) dequantization
+    assert not report.passed and [r.passed for r in report.rows if r.kind == "int8"] == [False]
