@@ -4,10 +4,11 @@
   (so 3 bytes per non-zero instead of 8). ``custom``: `ai.dkp::SparseMatVecInt8`; ``portable``: Cast + Mul by
   each entry's row scale, which onnxruntime folds at session creation.
 - factors (kron B, C; lmf U, V; hmd W_top, U, V): int8 with one scale per output row, Cast + Mul in the graph
-  (folded at session creation; see `converters.onnx.matrix._weight` for why not DequantizeLinear).
+  (folded at session creation; see `converters.onnx.matrix.weight_factor` for why not DequantizeLinear).
 - embedding tables (a float initializer only Gathers read, not tied to a layer): int8 rows with one scale per
   row; the gathered rows are scaled at run time, so the table stays int8 in memory too. Doped embeddings
-  (`DopedGather`) stay float32.
+  (`DopedGather`): B and C like the factors above (shared with a tied decoder), W_s values int8 scaled by their
+  row's scale as they are gathered.
 - biases, activations and the arithmetic stay float32 (like onnxruntime's dynamic quantization, activations are
   never quantized).
 
@@ -143,6 +144,7 @@ def dequantized_table(table: np.ndarray) -> np.ndarray:
 def dequantize_hub(hub: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `hub` whose doped matrices hold `dequantized(w)`: the float function of its int8 lowering."""
     from .converters.onnx.graph import all_graphs
+    from .hub.embedding import DOPED_GATHER, read_doped_gather
     from .hub.matrix import DOPED_MATMUL, read_doped_matmul
     from .hub.schema import DOMAIN
 
@@ -152,17 +154,22 @@ def dequantize_hub(hub: onnx.ModelProto) -> onnx.ModelProto:
         arrays = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         tables = gather_tables(g)
         for node in g.node:
-            if node.domain != DOMAIN or node.op_type != DOPED_MATMUL:
+            if node.domain != DOMAIN or node.op_type not in (DOPED_MATMUL, DOPED_GATHER):
                 continue
-            w = read_doped_matmul(node, arrays)[0]
-            if w.structure == "dense":  # undoped matrices are not quantized
-                continue
-            d = dequantized(w)
-            slots = {1 + i: d.factors[role] for i, role in enumerate(FACTOR_NAMES[w.structure])}
+            if node.op_type == DOPED_GATHER:  # inputs: ids, B, C, row_ptr, col_idx, values
+                d = dequantized(read_doped_gather(node, arrays))
+                slots = {1: d.factors["B"], 2: d.factors["C"]}
+                values_slot = 5
+            else:
+                w = read_doped_matmul(node, arrays)[0]
+                if w.structure == "dense":  # undoped matrices are not quantized
+                    continue
+                d = dequantized(w)
+                slots = {1 + i: d.factors[role] for i, role in enumerate(FACTOR_NAMES[w.structure])}
+                values_slot = 6
             if d.sparse is not None and d.sparse.nnz:
-                slots[6] = d.sparse.values
-            # new tensors for this node alone: another node (a tied doped embedding, which stays float) may read
-            # the same ones
+                slots[values_slot] = d.sparse.values
+            # new tensors for this node alone: another node may read the same ones
             for i, value in slots.items():
                 name = f"{node.input[i]}/dequantized/{node.name or node.output[0]}"
                 g.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), name))

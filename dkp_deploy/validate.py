@@ -382,6 +382,7 @@ def validate_export(
             arrays = {t.name: _nh.to_array(t) for t in g.initializer}
             floats.update({matrix_name(n): read_doped_matmul(n, arrays)[0] for n in g.node
                            if n.op_type == DOPED_MATMUL})
+            floats.update({matrix_name(n): read_doped_gather(n, arrays) for n in g.node if n.op_type == DOPED_GATHER})
         _int8_rows(report, load_exported(path).matrices, floats)
         hub_model = dequantize_hub(hub_model)
         if model is not None:

@@ -6,6 +6,7 @@ torch model in float64."""
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import warnings
 
@@ -335,14 +336,43 @@ def test_ids_out_of_range_are_runtime_errors_not_other_rows(tmp_path, rows_model
             runtime.run(sess, {sess.get_inputs()[0].name: np.array([[0, bad]])})
 
 
+def _int8_rows(a: np.ndarray) -> np.ndarray:
+    """Symmetric int8 with one scale per row, back in float64 (the test's own quantizer; zeros stay zeros)."""
+    scale = np.abs(a).max(axis=1, keepdims=True) / 127.0
+    scale = np.where(scale > 0, scale.astype(np.float32), np.float32(1)).astype(np.float64)
+    return np.clip(np.rint(a / scale), -127, 127) * scale
+
+
+@pytest.mark.parametrize("impl", ["custom", "portable"])
+def test_int8_lookup_is_the_table_of_the_dequantized_factors(tmp_path, rows_model, impl):
+    t = rows_model.emb.table
+    b, c = t.B.detach().double().numpy(), t.C.detach().double().numpy()
+    ws = (t.W_s.detach().double() * t.mask).numpy()
+    table = np.kron(_int8_rows(b), _int8_rows(c)) + _int8_rows(ws)
+    path = export(rows_model, (torch.randint(0, V, (3, 4)),), tmp_path / "rows.onnx",
+                  dynamic_shapes=({0: torch.export.Dim("a"), 1: torch.export.Dim("b")},), sparse_impl=impl,
+                  quantize="int8")
+    kinds = {tt.data_type for tt in onnx.load(str(path)).graph.initializer}
+    assert onnx.TensorProto.INT8 in kinds
+    ids = np.random.default_rng(2).integers(0, V, (5, 7))
+    sess = runtime.session(path)
+    (out,) = runtime.run(sess, {sess.get_inputs()[0].name: ids}).values()
+    np.testing.assert_allclose(out, table[ids], rtol=0, atol=1e-6)
+    assert np.abs(table - _table64(rows_model.emb)).max() > 1e-4  # the quantization is real
+
+
 def test_int8_file_of_the_tied_lm_validates_against_its_hub(tmp_path, lm_files):
-    """The decoder (DopedMatMul) goes int8, the tied doped embedding stays float: the reference must do the same
-    to the tensors the two share in the hub."""
+    """Decoder and doped embedding share one set of int8 factors; the file validates against its hub."""
     model, paths = lm_files[True]
     path = export(model, _lm_args(), tmp_path / "q.onnx", dynamic_shapes=LM_DIMS, input_names=LM_NAMES,
                   quantize="int8")
     report = validate_export(path, hub=paths["hub"])
     assert report.passed, report.table()
+    layers = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["dkp.layers"])
+    emb = next(info["tensors"] for info in layers.values() if info.get("kind") == "embedding")
+    tied = [info["tensors"] for info in layers.values() if info.get("kind") != "embedding"
+            and info["tensors"].get("B") == emb["B"] and info["tensors"].get("C_T") == emb["C_T"]]
+    assert len(tied) == 1  # the decoder reads the embedding's int8 B and C_T: one copy in the file
 
 
 def test_an_embedding_without_w_s_is_its_kron_rows(tmp_path):

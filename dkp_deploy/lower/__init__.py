@@ -92,7 +92,7 @@ def lower_graph(
                 lower_graph(a.g, impl, opset, layers, names, quantize)
         if node.domain == DOMAIN and node.op_type == DOPED_GATHER:  # a doped embedding: lower/embedding.py
             start = len(g.nodes)
-            name, info = lower_doped_gather(g, node, arrays, impl)
+            name, info = lower_doped_gather(g, node, arrays, impl, quantize)
             layers[name] = info
             nodes.extend(g.nodes[start:])
             continue

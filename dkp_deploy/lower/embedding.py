@@ -21,17 +21,20 @@ import numpy as np
 import onnx
 
 from ..converters.onnx.graph import Graph
+from ..converters.onnx.matrix import weight_factor
 from ..hub.embedding import read_doped_gather
 from ..hub.matrix import matrix_name
+from ..quantize import quantize_csr, quantize_rows
 from ..spec import DopedMatrix
 
 
-def _kron_rows(g: Graph, ids: str, w: DopedMatrix, scope: str, roles: dict[str, str]) -> str:
-    """kron(B, C)[ids] for flat int64 ids [n]: [n, D]."""
+def _kron_rows(g: Graph, ids: str, w: DopedMatrix, scope: str, roles: dict[str, str], quantize: str | None) -> str:
+    """kron(B, C)[ids] for flat int64 ids [n]: [n, D]. B and C_T are written as a DopedMatMul's factors are (int8
+    behind a folded Cast + Mul when quantized), so a tied decoder shares them."""
     b, c = w.factors["B"], w.factors["C"]
     (_, d1), (v2, d2) = b.shape, c.shape
-    roles["B"] = bn = g.init(f"{scope}/B", np.asarray(b, np.float32))
-    roles["C_T"] = ct = g.init(f"{scope}/C_T", np.ascontiguousarray(np.asarray(c, np.float32).T))
+    bn = weight_factor(g, f"{scope}/B", b, "B", roles, quantize)
+    ct = weight_factor(g, f"{scope}/C_T", c, "C_T", roles, quantize, transpose=True)
     c_rows = g.node("Transpose", [ct], f"{scope}/C", perm=[1, 0])  # of a constant: folded when the session loads
     v2_t = g.i64(v2, f"{scope}/V2")
     i1 = g.node("Div", [ids, v2_t], f"{scope}/i1")  # ids >= 0: integer Div is floor division
@@ -43,15 +46,22 @@ def _kron_rows(g: Graph, ids: str, w: DopedMatrix, scope: str, roles: dict[str, 
     return g.node("Reshape", [outer, g.i64([-1, d1 * d2])], f"{scope}/kron_rows")
 
 
-def _sparse_rows(g: Graph, ids: str, y: str, w: DopedMatrix, scope: str, roles: dict[str, str]) -> str:
-    """y + W_s[ids] for flat ids [n] and y [n, D], from the CSR arrays (padded to the longest row per id)."""
+def _sparse_rows(g: Graph, ids: str, y: str, w: DopedMatrix, scope: str, roles: dict[str, str],
+                 quantize: str | None) -> str:
+    """y + W_s[ids] for flat ids [n] and y [n, D], from the CSR arrays (padded to the longest row per id); int8
+    values are scaled by their row's scale as they are gathered."""
     sp = w.sparse
     assert sp is not None and sp.nnz
     width = int(np.diff(sp.row_ptr.astype(np.int64)).max())
     s = f"{scope}/W_s"
     roles["row_ptr"] = rp = g.init(f"{s}/row_ptr", sp.row_ptr.astype(np.int32))
     roles["col_idx"] = ci = g.init(f"{s}/col_idx", sp.col_idx.astype(np.int32))
-    roles["values"] = vals = g.init(f"{s}/values", np.asarray(sp.values, np.float32))
+    if quantize:
+        q, row_scale = quantize_csr(sp)
+        roles["values"] = vals = g.init(f"{s}/values", q)
+        roles["row_scale"] = rs = g.init(f"{s}/row_scale", row_scale)
+    else:
+        roles["values"] = vals = g.init(f"{s}/values", np.asarray(sp.values, np.float32))
     start = g.node("Gather", [rp, ids], f"{s}/row_start", axis=0)
     end = g.node("Gather", [rp, g.node("Add", [ids, g.i64(1, f"{s}/one")], f"{s}/next_id")], f"{s}/row_end", axis=0)
     k = g.init(f"{s}/k", np.arange(width, dtype=np.int32)[None, :])
@@ -62,12 +72,19 @@ def _sparse_rows(g: Graph, ids: str, y: str, w: DopedMatrix, scope: str, roles: 
     pos = g.node("Min", [pos, g.init(f"{s}/last", np.asarray(sp.nnz - 1, np.int32))], f"{s}/pos_clip")
     col = g.node("Gather", [ci, pos], f"{s}/cols", axis=0)
     val = g.node("Gather", [vals, pos], f"{s}/val_gather", axis=0)
+    if quantize:  # [n, w] int8 -> float, times the scale of each id's row
+        val = g.node("Cast", [val], f"{s}/val_f32", to=onnx.TensorProto.FLOAT)
+        scale = g.node("Unsqueeze", [g.node("Gather", [rs, ids], f"{s}/id_scale", axis=0), g.i64([1])],
+                       f"{s}/id_scale_col")
+        val = g.node("Mul", [val, scale], f"{s}/val_scaled")
     val = g.node("Where", [valid, val, g.init("const/zero_f32", np.asarray(0, np.float32))], f"{s}/vals")
     return g.node("ScatterElements", [y, col, val], f"{s}/scatter_add", axis=1, reduction="add")
 
 
-def lower_doped_gather(g: Graph, node: onnx.NodeProto, arrays: Mapping[str, np.ndarray], impl: str) -> tuple[str, dict]:
-    """Emit the lowering of one DopedGather into `g`, its output named as the node's; (table name, dkp.layers entry)."""
+def lower_doped_gather(g: Graph, node: onnx.NodeProto, arrays: Mapping[str, np.ndarray], impl: str,
+                       quantize: str | None = None) -> tuple[str, dict]:
+    """Emit the lowering of one DopedGather into `g`, its output named as the node's; (table name, dkp.layers entry).
+    `quantize="int8"`: the forms of `dkp_deploy.quantize` (custom and portable)."""
     w = read_doped_gather(node, arrays)
     name = matrix_name(node)
     ids, (v, d) = node.input[0], w.shape
@@ -82,9 +99,9 @@ def lower_doped_gather(g: Graph, node: onnx.NodeProto, arrays: Mapping[str, np.n
         v_t = g.i64(v, f"{name}/V")
         flat = g.node("Where", [g.node("Less", [flat, g.i64(0, f"{name}/zero")], f"{name}/negative"), v_t, flat],
                       f"{name}/ids")
-        y = _kron_rows(g, flat, w, name, roles)
+        y = _kron_rows(g, flat, w, name, roles, quantize)
         if w.sparse is not None and w.sparse.nnz:
-            y = _sparse_rows(g, flat, y, w, name, roles)
+            y = _sparse_rows(g, flat, y, w, name, roles, quantize)
         shape = g.node("Concat", [g.node("Shape", [ids], f"{name}/ids_shape"), g.i64([d])], f"{name}/out_shape",
                        axis=0)
         y = g.node("Reshape", [y, shape], f"{name}/rows")
@@ -101,8 +118,6 @@ __all__ = ["lower_doped_gather"]
 def lower_int8_gather(g: Graph, node: onnx.NodeProto, table: np.ndarray) -> None:
     """An int8 file's embedding lookup: Gather the int8 rows and their scales, then Cast and Mul (the table stays
     int8 in memory; `dkp_deploy.quantize.gather_tables` says which tables). The output keeps the node's name."""
-    from ..quantize import quantize_rows
-
     q, scale = quantize_rows(table)
     src, ids = node.input[0], node.input[1]
     qn = g.init(f"{src}/int8", q)

@@ -29,7 +29,7 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
-def _weight(g: Graph, name: str, a: np.ndarray, role: str, roles: dict, quantize: str | None,
+def weight_factor(g: Graph, name: str, a: np.ndarray, role: str, roles: dict, quantize: str | None,
             transpose: bool = False) -> str:
     """A factor (a.T when `transpose`) as a float32 initializer, or as int8 with one scale per row of `a`, turned
     back to float by Cast and Mul, which onnxruntime folds at session creation (the file keeps the int8 bytes).
@@ -61,8 +61,8 @@ def _kron(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope: str,
     """kron(B, C) @ x (+ bias) = vec(B @ X @ C^T) with X = x reshaped row-major to [N1, N2]."""
     b, c = w.factors["B"], w.factors["C"]
     (m1, n1), (m2, n2) = b.shape, c.shape
-    b_name = _weight(g, f"{scope}/B", b, "B", roles, quantize)
-    ct_name = _weight(g, f"{scope}/C_T", c, "C_T", roles, quantize, transpose=True)
+    b_name = weight_factor(g, f"{scope}/B", b, "B", roles, quantize)
+    ct_name = weight_factor(g, f"{scope}/C_T", c, "C_T", roles, quantize, transpose=True)
     r = g.node("Reshape", [x, g.i64([-1, n1, n2])], f"{scope}/kron/reshape_in")
     if m1 * n1 * n2 + m1 * n2 * m2 <= n1 * n2 * m2 + m1 * n1 * m2:  # B first: [M1,N1]@[b,N1,N2] -> [b,M1,N2]
         t = g.node("MatMul", [b_name, r], f"{scope}/kron/matmul_b")
@@ -85,15 +85,15 @@ def _structured(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope
         return g.init(f"{scope}/bias", _f32(bias)) if bias is not None else None
 
     if w.structure == "lmf":
-        v = _weight(g, f"{scope}/V", f["V"], "V", roles, quantize)
-        u = _weight(g, f"{scope}/U", f["U"], "U", roles, quantize)
+        v = weight_factor(g, f"{scope}/V", f["V"], "V", roles, quantize)
+        u = weight_factor(g, f"{scope}/U", f["U"], "U", roles, quantize)
         t = _gemm(g, x, v, None, f"{scope}/lmf/gemm_v")
         return _gemm(g, t, u, bias_name(), f"{scope}/lmf/gemm_u")
     if w.structure == "hmd":
         k = f["W_top"].shape[0]
-        top_w = _weight(g, f"{scope}/W_top", f["W_top"], "W_top", roles, quantize)
-        v = _weight(g, f"{scope}/V", f["V"], "V", roles, quantize)
-        u = _weight(g, f"{scope}/U", f["U"], "U", roles, quantize)
+        top_w = weight_factor(g, f"{scope}/W_top", f["W_top"], "W_top", roles, quantize)
+        v = weight_factor(g, f"{scope}/V", f["V"], "V", roles, quantize)
+        u = weight_factor(g, f"{scope}/U", f["U"], "U", roles, quantize)
         b_top = g.init(f"{scope}/bias_top", _f32(bias[:k])) if bias is not None else None
         b_low = g.init(f"{scope}/bias_low", _f32(bias[k:])) if bias is not None else None
         top = _gemm(g, x, top_w, b_top, f"{scope}/hmd/gemm_top")
