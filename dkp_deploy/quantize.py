@@ -33,13 +33,18 @@ def check_mode(quantize: str | None) -> None:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES} or None, got {quantize!r}")
 
 
+def _symmetric(values: np.ndarray, peak: np.ndarray, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+    """int8 of `values` with the float32 scale peak / 127 of each row (`rows`: each value's row; zero peaks: 1)."""
+    scale = np.where(peak > 0, peak / _QMAX, 1.0).astype(np.float32)
+    q = np.clip(np.rint(values / scale.astype(np.float64)[rows]), -_QMAX, _QMAX).astype(np.int8)
+    return q, scale
+
+
 def quantize_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A 2-D array as int8 with one float32 scale per row (rows of zeros get scale 1)."""
     a = np.asarray(a, np.float64)
     peak = np.abs(a).max(axis=1) if a.size else np.zeros(a.shape[0])
-    scale = np.where(peak > 0, peak / _QMAX, 1.0).astype(np.float32)
-    q = np.clip(np.rint(a / scale.astype(np.float64)[:, None]), -_QMAX, _QMAX).astype(np.int8)
-    return q, scale
+    return _symmetric(a, peak, (slice(None), None))
 
 
 def csr_rows(sp: CSR) -> np.ndarray:
@@ -52,9 +57,7 @@ def quantize_csr(sp: CSR) -> tuple[np.ndarray, np.ndarray]:
     rows = csr_rows(sp)
     peak = np.zeros(sp.shape[0])
     np.maximum.at(peak, rows, np.abs(sp.values.astype(np.float64)))
-    scale = np.where(peak > 0, peak / _QMAX, 1.0).astype(np.float32)
-    q = np.clip(np.rint(sp.values / scale.astype(np.float64)[rows]), -_QMAX, _QMAX).astype(np.int8)
-    return q, scale
+    return _symmetric(sp.values.astype(np.float64), peak, rows)
 
 
 def dequantize_rows(q: np.ndarray, scale: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -347,8 +347,6 @@ def validate_export(
     import onnx
 
     from .hub import reference
-    from .hub.embedding import DOPED_GATHER, read_doped_gather
-    from .hub.matrix import DOPED_MATMUL, matrix_name, read_doped_matmul
 
     path = existing_file(exported_path)
     if hub is None and model is None:
@@ -373,17 +371,7 @@ def validate_export(
         if hub_model is None:
             raise InputError(f"a {quantized} file validates against its hub (its weights as the file dequantizes "
                              "them); pass hub=", path)
-        from onnx import numpy_helper as _nh
-
-        from .converters.onnx.graph import all_graphs as _graphs
-
-        floats = {}
-        for g in _graphs(hub_model.graph):
-            arrays = {t.name: _nh.to_array(t) for t in g.initializer}
-            floats.update({matrix_name(n): read_doped_matmul(n, arrays)[0] for n in g.node
-                           if n.op_type == DOPED_MATMUL})
-            floats.update({matrix_name(n): read_doped_gather(n, arrays) for n in g.node if n.op_type == DOPED_GATHER})
-        _int8_rows(report, load_exported(path).matrices, floats)
+        _int8_rows(report, load_exported(path).matrices, _hub_matrices(hub_model))
         hub_model = dequantize_hub(hub_model)
         if model is not None:
             model = None
@@ -391,21 +379,8 @@ def validate_export(
                                 "torch model (float weights) is not a parity reference for it")
     if hub_model is not None:
         exported = load_exported(path)
-        from onnx import numpy_helper
-
-        from .converters.onnx.graph import all_graphs
-
-        for g in all_graphs(hub_model.graph):
-            arrays = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-            for node in g.node:
-                if node.op_type == DOPED_MATMUL:
-                    name = matrix_name(node)
-                    want = read_doped_matmul(node, arrays)[0].dense(np.float64)
-                    report.rows.append(_layer_row(name, exported.matrices.get(name), want, rtol_layer))
-                elif node.op_type == DOPED_GATHER:  # a doped embedding's table
-                    name = matrix_name(node)
-                    want = read_doped_gather(node, arrays).dense(np.float64)
-                    report.rows.append(_layer_row(name, exported.matrices.get(name), want, rtol_layer))
+        for name, w in _hub_matrices(hub_model).items():
+            report.rows.append(_layer_row(name, exported.matrices.get(name), w.dense(np.float64), rtol_layer))
     run = make_runner(path)
     inputs = [vi.name for vi in graph.input if vi.name not in {t.name for t in graph.initializer}]
     outputs = [o.name for o in graph.output]
@@ -438,6 +413,25 @@ def _embedding_bounds(model) -> dict[str, int]:
                 if isinstance(info, dict) and info.get("kind") == "embedding" and "indices" in info}
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):  # malformed metadata: no bounds
         return {}
+
+
+def _hub_matrices(hub_model: Any) -> dict[str, Any]:
+    """Every doped matrix of a hub (DopedMatMul weights, DopedGather tables, subgraphs too) by its name."""
+    from onnx import numpy_helper
+
+    from .converters.onnx.graph import all_graphs
+    from .hub.embedding import DOPED_GATHER, read_doped_gather
+    from .hub.matrix import DOPED_MATMUL, matrix_name, read_doped_matmul
+
+    out = {}
+    for g in all_graphs(hub_model.graph):
+        arrays = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        for node in g.node:
+            if node.op_type == DOPED_MATMUL:
+                out[matrix_name(node)] = read_doped_matmul(node, arrays)[0]
+            elif node.op_type == DOPED_GATHER:  # a doped embedding's table
+                out[matrix_name(node)] = read_doped_gather(node, arrays)
+    return out
 
 
 def _dim_params(graph) -> list[str]:

@@ -138,3 +138,12 @@ def must_hold_bytes(spec: ModelSpec) -> int:
         if w.sparse is not None:
             arrays += [w.sparse.row_ptr, w.sparse.col_idx, w.sparse.values]
     return sum(a.nbytes for a in {(a.dtype.str, a.shape, a.tobytes()): a for a in arrays}.values())  # tied: once
+
+
+def int8_rows(a: np.ndarray) -> np.ndarray:
+    """`a` (2-D) through symmetric int8 with one scale per row, back in float64: the tests' own quantizer, written
+    independently of dkp_deploy.quantize (zero rows stay zero)."""
+    a = np.asarray(a, np.float64)
+    scale = np.abs(a).max(axis=1, keepdims=True) / 127.0
+    scale = np.where(scale > 0, scale.astype(np.float32), np.float32(1)).astype(np.float64)
+    return np.clip(np.rint(a / scale), -127, 127) * scale

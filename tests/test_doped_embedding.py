@@ -16,6 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
+from _onnx_models import int8_rows  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -336,19 +337,12 @@ def test_ids_out_of_range_are_runtime_errors_not_other_rows(tmp_path, rows_model
             runtime.run(sess, {sess.get_inputs()[0].name: np.array([[0, bad]])})
 
 
-def _int8_rows(a: np.ndarray) -> np.ndarray:
-    """Symmetric int8 with one scale per row, back in float64 (the test's own quantizer; zeros stay zeros)."""
-    scale = np.abs(a).max(axis=1, keepdims=True) / 127.0
-    scale = np.where(scale > 0, scale.astype(np.float32), np.float32(1)).astype(np.float64)
-    return np.clip(np.rint(a / scale), -127, 127) * scale
-
-
 @pytest.mark.parametrize("impl", ["custom", "portable"])
 def test_int8_lookup_is_the_table_of_the_dequantized_factors(tmp_path, rows_model, impl):
     t = rows_model.emb.table
     b, c = t.B.detach().double().numpy(), t.C.detach().double().numpy()
     ws = (t.W_s.detach().double() * t.mask).numpy()
-    table = np.kron(_int8_rows(b), _int8_rows(c)) + _int8_rows(ws)
+    table = np.kron(int8_rows(b), int8_rows(c)) + int8_rows(ws)
     path = export(rows_model, (torch.randint(0, V, (3, 4)),), tmp_path / "rows.onnx",
                   dynamic_shapes=({0: torch.export.Dim("a"), 1: torch.export.Dim("b")},), sparse_impl=impl,
                   quantize="int8")

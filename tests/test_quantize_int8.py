@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from _onnx_models import doped, lstm_lm, mlp, single
+from _onnx_models import doped, int8_rows, lstm_lm, mlp, single
 from onnx import numpy_helper
 from torch import nn
 
@@ -22,24 +22,16 @@ from dkp_deploy.spec import CSR, DopedMatrix
 from dkp_deploy.validate import validate, validate_export
 
 
-def _rows_int8(a: np.ndarray) -> np.ndarray:
-    """a (2-D) through symmetric int8 with one scale per row, back in float64 (the test's own quantizer)."""
-    a = np.asarray(a, np.float64)
-    scale = np.abs(a).max(axis=1, keepdims=True) / 127.0
-    scale = np.where(scale > 0, scale.astype(np.float32), np.float32(1)).astype(np.float64)
-    return np.clip(np.rint(a / scale), -127, 127) * scale
-
-
 def _dequantized(w: DopedMatrix) -> DopedMatrix:
     if w.structure == "dense":
         return w
-    factors = {k: _rows_int8(v).astype(np.float32) for k, v in w.factors.items()}
+    factors = {k: int8_rows(v).astype(np.float32) for k, v in w.factors.items()}
     sp = w.sparse
     if sp is not None and sp.nnz:
         rows = np.repeat(np.arange(sp.shape[0]), np.diff(sp.row_ptr))
         dense_rows = np.zeros(sp.shape, np.float64)
         dense_rows[rows, sp.col_idx] = sp.values
-        q = _rows_int8(dense_rows)[rows, sp.col_idx].astype(np.float32)
+        q = int8_rows(dense_rows)[rows, sp.col_idx].astype(np.float32)
         sp = CSR(sp.shape, sp.row_ptr, sp.col_idx, q)
     return DopedMatrix(w.shape, w.structure, factors, sp)
 
@@ -199,7 +191,7 @@ def test_untied_embedding_table_is_int8_and_tied_stays_float(tmp_path):
         path = to_onnx(spec, tmp_path / "lm.onnx", mode="step", quantize="int8", quiet=True)
         kinds = {t.data_type for t in onnx.load(str(path)).graph.initializer if list(t.dims) == [50, 4]}
         assert (onnx.TensorProto.INT8 in kinds) == int8_table
-        table = _rows_int8(emb.weight).astype(np.float32) if int8_table else emb.weight
+        table = int8_rows(emb.weight).astype(np.float32) if int8_table else emb.weight
         ref_spec = ModelSpec("lstm_lm", [Embedding(emb.name, table), *spec.map_matrices(_dequantized).blocks[1:]])
         feeds = signature.random_feeds(spec, "step", batch=4, seed=3)
         out = runtime.run(path, feeds)
