@@ -174,6 +174,7 @@ def _add_max_memory(p: argparse.ArgumentParser) -> None:
 
 def convert_main(argv: Sequence[str] | None = None) -> int:
     from .converters.onnx import DEFAULT_OPSET, OPSETS, SPARSE_IMPLS
+    from .quantize import QUANTIZE_MODES
     from .signature import MODES
 
     p = _parser("dkp-convert", "Convert a doped model checkpoint to ONNX or TFLite.",
@@ -191,9 +192,10 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
                         "Default: sequence for ONNX, step for TFLite")
     p.add_argument("--opset", type=int, choices=OPSETS, default=None, metavar="N",
                    help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
-    p.add_argument("--quantize", choices=("int8",), default=None,
-                   help="ONNX custom / portable only: store the doped matrices in int8 (weights only, one scale "
-                        "per row; activations stay float32)")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
+                   help="ONNX custom / portable only: store the doped matrices in int8 (one scale per row). int8: "
+                        "weights only, activations stay float32; int8-dynamic: also each W_s product's input, "
+                        "quantized to uint8 at run time (DynamicQuantizeLinear)")
     _add_max_memory(p)
     args = p.parse_args(argv)
 
@@ -269,6 +271,8 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
 
 
 def validate_main(argv: Sequence[str] | None = None) -> int:
+    from .validate import INT8_DYNAMIC_ATOL
+
     p = _parser("dkp-validate", "Check that an exported .onnx / .tflite computes what its checkpoint computes.",
                 "print the report as JSON (for CI); errors too, as {\"error\", \"exit_code\"}")
     p.add_argument("model", help="checkpoint written by dkp_deploy.save (.pt), or the hub (.onnx) a file was "
@@ -277,8 +281,9 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--inputs", help=".npz of input arrays named as the graph's inputs, checked too")
     p.add_argument("--rtol-layer", type=_tolerance, default=1e-5,
                    help="per layer: max |W_file - W| / max |W| (default 1e-5)")
-    p.add_argument("--atol", type=_tolerance, default=1e-4,
-                   help="end to end: max |out - ref| / max(1, max |ref|) per output (default 1e-4)")
+    p.add_argument("--atol", type=_tolerance, default=None,
+                   help="end to end: max |out - ref| / max(1, max |ref|) per output (default 1e-4; "
+                        f"{INT8_DYNAMIC_ATOL:g} for an int8-dynamic file)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
     _add_max_memory(p)
     args = p.parse_args(argv)

@@ -1,7 +1,9 @@
 """Python face of the C++ onnxruntime op library (ops/): where it is and how to load it into a session.
 
 The library defines `ai.dkp::SparseMatVec` (contract in docs/ops.md): Y = X @ W^T (+ Y0) for a CSR matrix W given
-as row_ptr / col_idx / values. It is built by setuptools with the package; this module never imports torch.
+as row_ptr / col_idx / values, and its int8 forms `SparseMatVecInt8` (int8 values, float X) and
+`SparseMatVecInteger` (int8 values, uint8 X from DynamicQuantizeLinear). It is built by setuptools with the
+package; this module never imports torch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ OPSET_VERSION = 1
 INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "Y0")
 INT8_OP_TYPE = "SparseMatVecInt8"  # int8 values, one float scale per row of W
 INT8_INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "row_scale", "Y0")
+# int8-dynamic files: X uint8 from DynamicQuantizeLinear, int8 values; Y = x_scale * row_scale[i] *
+# sum_k values[k] * (X[..., col_idx[k]] - x_zero_point) (+ Y0), float32
+INTEGER_OP_TYPE = "SparseMatVecInteger"
+INTEGER_INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "row_scale", "x_scale", "x_zero_point", "Y0")
 
 # what a file using the op says about it (ModelProto.doc_string), for people and tools that open it
 LIBRARY_DOC = ("Needs the ai.dkp custom-op library of dkp-deploy (pip install dkp-deploy): "

@@ -1,19 +1,30 @@
-"""int8 forms of doped matrices, as `lower(hub, impl, quantize="int8")` writes them (weights only, symmetric).
+"""int8 forms of doped matrices, as `lower(hub, impl, quantize=...)` writes them. Two modes, one file layout:
+
+- ``"int8"``: weights only (symmetric int8); activations, biases and the arithmetic stay float32, like a float
+  model whose weights are `dequantized(w)`.
+- ``"int8-dynamic"`` (W8A8 dynamic, like onnxruntime's quantize_dynamic): the same weights, and the input x of each
+  W_s product (the sparse half only; the structured half keeps float x) quantized at run time with the standard
+  ``DynamicQuantizeLinear`` (uint8, one scale and zero point over the whole [batch, N] tensor). ``custom``: the
+  sparse product runs on the integers (`ai.dkp::SparseMatVecInteger`); ``portable``: x as
+  ``DequantizeLinear(DynamicQuantizeLinear(x))`` into the int8 W_s path. `dynamic_quantize` / `dynamic_dequantize`
+  are that definition in numpy.
+
+The weights of both modes:
 
 - W_s: values as int8 with one float32 scale per row (max |value| / 127); column indices as uint16 where N <= 65536
-  (so 3 bytes per non-zero instead of 8). ``custom``: `ai.dkp::SparseMatVecInt8`; ``portable``: Cast + Mul by
-  each entry's row scale, which onnxruntime folds at session creation.
+  (so 3 bytes per non-zero instead of 8). ``custom``: `ai.dkp::SparseMatVecInt8` (``"int8"``); ``portable``:
+  Cast + Mul by each entry's row scale, which onnxruntime folds at session creation.
 - factors (kron B, C; lmf U, V; hmd W_top, U, V): int8 with one scale per output row, Cast + Mul in the graph
   (folded at session creation; see `converters.onnx.matrix.weight_factor` for why not DequantizeLinear).
 - embedding tables (a float initializer only Gathers read, not tied to a layer): int8 rows with one scale per
   row; the gathered rows are scaled at run time, so the table stays int8 in memory too. Doped embeddings
   (`DopedGather`): B and C like the factors above (shared with a tied decoder), W_s values int8 scaled by their
-  row's scale as they are gathered.
-- biases, activations and the arithmetic stay float32 (like onnxruntime's dynamic quantization, activations are
-  never quantized).
+  row's scale as they are gathered (a lookup has no activation to quantize: the same in both modes).
+- biases stay float32.
 
-The file's function is the float model with its weights replaced by `dequantized(w)`: that is what validation
-compares it with (`dequantize_hub`), in float64.
+An ``"int8"`` file's function is the float model with its weights replaced by `dequantized(w)`: that is what
+validation compares it with (`dequantize_hub`), in float64; an ``"int8-dynamic"`` file's is that model with each
+doped matrix's sparse half applied to `dynamic_dequantize(*dynamic_quantize(x))` (`sparse_input`).
 """
 
 from __future__ import annotations
@@ -24,13 +35,46 @@ from onnx import numpy_helper
 
 from .spec import CSR, FACTOR_NAMES, DopedMatrix, ModelSpec
 
-QUANTIZE_MODES = ("int8",)
+QUANTIZE_MODES = ("int8", "int8-dynamic")
+DYNAMIC = "int8-dynamic"  # the mode whose W_s products quantize their input at run time
 _QMAX = 127.0
 
 
 def check_mode(quantize: str | None) -> None:
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES} or None, got {quantize!r}")
+
+
+def dynamic_quantize(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
+    """ONNX DynamicQuantizeLinear of `x` (as float32, one scale over the whole tensor): (q uint8, scale, zero point).
+
+    In float32 as the operator's definition says: scale = (max(0, max x) - min(0, min x)) / 255, zero point =
+    saturate(round(-min(0, min x) / scale)), q = saturate(round(x / scale) + zero point), rounding half to even.
+    An all-zero x (max = min) gets scale 1 and zero point 0, as onnxruntime returns (the definition's scale 0 would
+    divide by zero; onnx.reference returns 1/255): either way it dequantizes to zeros."""
+    x = np.asarray(x, np.float32)
+    hi = np.float32(max(0.0, float(x.max()))) if x.size else np.float32(0)
+    lo = np.float32(min(0.0, float(x.min()))) if x.size else np.float32(0)
+    scale = np.float32(1) if hi == lo else np.float32((hi - lo) / np.float32(255))
+    zero_point = np.uint8(np.clip(np.rint(np.float32(0) - lo / scale), 0, 255))
+    q = np.clip(np.rint(x / scale) + np.float32(zero_point), 0, 255).astype(np.uint8)
+    return q, scale, zero_point
+
+
+def dynamic_dequantize(q: np.ndarray, scale: np.floating, zero_point: np.integer) -> np.ndarray:
+    """ONNX DequantizeLinear of uint8 `q`: float32 (q - zero point) * scale."""
+    return ((np.asarray(q, np.int32) - np.int32(zero_point)).astype(np.float32) * np.float32(scale)).astype(np.float32)
+
+
+def dynamic_roundtrip(x: np.ndarray) -> np.ndarray:
+    """What an int8-dynamic file feeds its W_s products for the input `x`: dq(q(x)) in float32."""
+    return dynamic_dequantize(*dynamic_quantize(x))
+
+
+def sparse_input(quantize: str | None):
+    """The function a reference applies to the input of a doped matrix's sparse half for files of mode `quantize`
+    (None: the identity)."""
+    return dynamic_roundtrip if quantize == DYNAMIC else None
 
 
 def _symmetric(values: np.ndarray, peak: np.ndarray, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
@@ -183,6 +227,7 @@ def dequantize_hub(hub: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-__all__ = ["QUANTIZE_MODES", "check_mode", "quantize_rows", "quantize_csr", "dequantize_rows", "dequantize_csr",
+__all__ = ["QUANTIZE_MODES", "DYNAMIC", "check_mode", "dynamic_quantize", "dynamic_dequantize",
+           "dynamic_roundtrip", "sparse_input", "quantize_rows", "quantize_csr", "dequantize_rows", "dequantize_csr",
            "dequantized", "dequantized_spec", "dequantize_roles", "dequantize_hub", "gather_tables",
            "dequantized_table"]

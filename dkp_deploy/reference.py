@@ -3,15 +3,23 @@
 Independent of the torch modules and of every converter: it reads only the spec, builds each W densely
 (`DopedMatrix.dense`) and runs the plain textbook forward pass. The validator and the parity tests compare
 exported models against it. Inputs and outputs follow `dkp_deploy.signature`.
+
+`sparse_input` (optional, a function of an array): what each doped matrix's sparse half W_s is applied to in place
+of its input x, y = x @ structured^T + sparse_input(x) @ W_s^T (+ b); int8-dynamic files pass x through
+`dkp_deploy.quantize.dynamic_roundtrip` there. Undoped ("dense") matrices and matrices without W_s read x as is.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from scipy.special import erf
 
 from .signature import MODES
-from .spec import LSTM, Activation, Embedding, Linear, ModelSpec
+from .spec import LSTM, Activation, DopedMatrix, Embedding, Linear, ModelSpec
+
+SparseInput = Callable[[np.ndarray], np.ndarray]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -32,20 +40,32 @@ def activation(kind: str, x: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown activation {kind!r}")
 
 
-def linear(block: Linear, x: np.ndarray) -> np.ndarray:
-    y = x @ block.weight.dense().T
+def matmul(w: DopedMatrix, sparse_input: SparseInput | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """x -> x @ W^T in float64 (the sparse half on `sparse_input(x)` when given, see the module docstring)."""
+    if sparse_input is None or w.structure == "dense" or w.sparse is None or w.sparse.nnz == 0:
+        wd = w.dense()
+        return lambda x: x @ wd.T
+    structured, ws = w.structured_dense(), w.sparse.to_dense()
+    return lambda x: x @ structured.T + np.asarray(sparse_input(x), np.float64) @ ws.T
+
+
+def linear(block: Linear, x: np.ndarray, sparse_input: SparseInput | None = None) -> np.ndarray:
+    y = matmul(block.weight, sparse_input)(x)
     return y + block.bias.astype(np.float64) if block.bias is not None else y
 
 
 def lstm_step(
-    block: LSTM, weights: list[np.ndarray], x_t: np.ndarray, h: np.ndarray, c: np.ndarray
+    block: LSTM, weights: list[np.ndarray | Callable[[np.ndarray], np.ndarray]], x_t: np.ndarray, h: np.ndarray,
+    c: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One time step through every layer. x_t [B, I]; h, c [L, B, H]. Returns (top h, h_next, c_next)."""
+    """One time step through every layer. x_t [B, I]; h, c [L, B, H]; `weights`: each layer's W (or `matmul` of
+    it). Returns (top h, h_next, c_next)."""
     H = block.hidden_size
     h_next, c_next = np.empty_like(h), np.empty_like(c)
     inp = x_t
     for k, (layer, w) in enumerate(zip(block.layers, weights)):
-        gates = np.concatenate([inp, h[k]], axis=-1) @ w.T + layer.bias.astype(np.float64)
+        xh = np.concatenate([inp, h[k]], axis=-1)
+        gates = (w(xh) if callable(w) else xh @ w.T) + layer.bias.astype(np.float64)
         i, f, g, o = (gates[:, j * H : (j + 1) * H] for j in range(4))
         c_k = _sigmoid(f) * c[k] + _sigmoid(i) * np.tanh(g)
         h_k = _sigmoid(o) * np.tanh(c_k)
@@ -54,19 +74,22 @@ def lstm_step(
     return inp, h_next, c_next
 
 
-def run(spec: ModelSpec, feeds: dict[str, np.ndarray], mode: str = "sequence") -> dict[str, np.ndarray]:
-    """Run the spec on `feeds` in float64. Returns outputs named as `dkp_deploy.signature` says."""
+def run(spec: ModelSpec, feeds: dict[str, np.ndarray], mode: str = "sequence", *,
+        sparse_input: SparseInput | None = None) -> dict[str, np.ndarray]:
+    """Run the spec on `feeds` in float64. Returns outputs named as `dkp_deploy.signature` says.
+
+    `sparse_input`: see the module docstring (None: every matrix reads its input as is)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if spec.arch == "mlp":
         x = np.asarray(feeds["x"], dtype=np.float64)
         for b in spec.blocks:
-            x = linear(b, x) if isinstance(b, Linear) else activation(b.kind, x)
+            x = linear(b, x, sparse_input) if isinstance(b, Linear) else activation(b.kind, x)
         return {"y": x}
 
     lstm = spec.lstm
     assert lstm is not None
-    weights = [layer.weight.dense() for layer in lstm.layers]
+    weights = [matmul(layer.weight, sparse_input) for layer in lstm.layers]
     emb = next((b for b in spec.blocks if isinstance(b, Embedding)), None)
     dec = spec.blocks[-1] if spec.arch == "lstm_lm" else None
 
@@ -74,7 +97,7 @@ def run(spec: ModelSpec, feeds: dict[str, np.ndarray], mode: str = "sequence") -
         return emb.weight.astype(np.float64)[x] if emb is not None else np.asarray(x, dtype=np.float64)
 
     def head(y: np.ndarray) -> np.ndarray:
-        return linear(dec, y) if dec is not None else y
+        return linear(dec, y, sparse_input) if dec is not None else y
 
     L, H = lstm.num_layers, lstm.hidden_size
     if mode == "step" and spec.is_recurrent:
@@ -97,4 +120,4 @@ def run(spec: ModelSpec, feeds: dict[str, np.ndarray], mode: str = "sequence") -
     return {"y": y, "hn": h, "cn": c}
 
 
-__all__ = ["run", "activation", "linear", "lstm_step", "Activation"]
+__all__ = ["run", "activation", "linear", "matmul", "lstm_step", "Activation"]

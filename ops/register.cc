@@ -4,6 +4,8 @@
 // Contract (docs/ops.md): inputs X float32 [..., N], row_ptr int32 [M+1], col_idx int32 or uint16 [nnz], values
 // float32 [nnz] (SparseMatVecInt8: int8 [nnz] and row_scale float32 [M], W[i, :] = row_scale[i] * values), optional
 // Y0 float32 [..., M] (or [M], broadcast); output Y float32 [..., M] = X @ W^T (+ Y0).
+// SparseMatVecInteger: X uint8 as DynamicQuantizeLinear writes it, and after row_scale the scalars x_scale (float32)
+// and x_zero_point (uint8); Y = x_scale * (X - x_zero_point) @ W^T (+ Y0), W as in SparseMatVecInt8.
 // Every input is checked and every failure comes back as an onnxruntime status naming the input. When the three CSR
 // arrays are constant initializers they are checked once, when the kernel is created; otherwise on every call.
 #include <algorithm>
@@ -24,31 +26,40 @@ using dkp_ort::Status;
 namespace {
 
 constexpr const char* kDomain = "ai.dkp";
-constexpr size_t kMaxInputs = 6;
+constexpr size_t kMaxInputs = 8;
 // col_idx is declared with no fixed type (onnxruntime then accepts any) so that both int32 and uint16 load; the
 // kernel refuses every other type with an error naming the input.
 constexpr dkp_ort::TensorElementType kAnyType = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 constexpr dkp_ort::TensorElementType kF32 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 constexpr dkp_ort::TensorElementType kI32 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
 constexpr dkp_ort::TensorElementType kI8 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+constexpr dkp_ort::TensorElementType kU8 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
 constexpr dkp_ort::TensorElementType kU16 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16;
 enum Input : size_t { kX = 0, kRowPtr = 1, kColIdx = 2, kValues = 3 };
 
-// What differs between the two ops: their inputs. SparseMatVecInt8 has row_scale at 4 and Y0 at 5.
+// What differs between the ops: their inputs. SparseMatVecInt8 has row_scale at 4 and Y0 at 5;
+// SparseMatVecInteger adds x_scale at 5 and x_zero_point at 6, Y0 at 7.
 struct OpSpec {
   const char* name;
   size_t num_inputs;
   const char* input_names[kMaxInputs];
   dkp_ort::TensorElementType input_types[kMaxInputs];
-  bool quantized;
+  bool quantized;  // int8 values and row_scale
+  bool integer_x;  // uint8 X with x_scale and x_zero_point
   size_t y0() const { return num_inputs - 1; }
   static constexpr size_t kScale = 4;
+  static constexpr size_t kXScale = 5;
+  static constexpr size_t kXZeroPoint = 6;
 };
 
-constexpr OpSpec kFloatSpec = {"SparseMatVec", 5, {"X", "row_ptr", "col_idx", "values", "Y0", nullptr},
-                               {kF32, kI32, kAnyType, kF32, kF32, kF32}, false};
+constexpr OpSpec kFloatSpec = {"SparseMatVec", 5, {"X", "row_ptr", "col_idx", "values", "Y0"},
+                               {kF32, kI32, kAnyType, kF32, kF32}, false, false};
 constexpr OpSpec kInt8Spec = {"SparseMatVecInt8", 6, {"X", "row_ptr", "col_idx", "values", "row_scale", "Y0"},
-                              {kF32, kI32, kAnyType, kI8, kF32, kF32}, true};
+                              {kF32, kI32, kAnyType, kI8, kF32, kF32}, true, false};
+constexpr OpSpec kIntegerSpec = {
+    "SparseMatVecInteger", 8,
+    {"X", "row_ptr", "col_idx", "values", "row_scale", "x_scale", "x_zero_point", "Y0"},
+    {kU8, kI32, kAnyType, kI8, kF32, kF32, kU8, kF32}, true, true};
 
 const char* type_name(dkp_ort::TensorElementType t) {
   switch (static_cast<int>(t)) {
@@ -115,6 +126,26 @@ void run_row_part(void* data, size_t p) {
   }
 }
 
+// SparseMatVecInteger with integer tiles: one row of X per task.
+struct IntegerRows {
+  const dkp::IntegerEll* ell;
+  const uint8_t* x;
+  int64_t n;
+  uint8_t zero_point;
+  float x_scale;
+  const float* y0;
+  bool y0_broadcast;
+  float* y;
+  int64_t m;
+};
+
+void run_integer_row(void* data, size_t b) {
+  const IntegerRows& job = *static_cast<const IntegerRows*>(data);
+  const int64_t r = static_cast<int64_t>(b);
+  const float* y0 = job.y0 ? (job.y0_broadcast ? job.y0 : job.y0 + r * job.m) : nullptr;
+  job.ell->matvec(job.x + r * job.n, job.zero_point, job.x_scale, y0, job.y + r * job.m);
+}
+
 // Releases a status we only inspect, and keeps its message.
 std::string take_message(const Api* api, Status* st) {
   std::string msg = api->GetErrorMessage(st);
@@ -138,6 +169,7 @@ struct Kernel {
   int64_t rows = 0;
   Converted converted;            // for constant inputs: built once, at creation
   std::unique_ptr<const dkp::SlicedEll> ell;  // the constant W re-laid out for single rows of X
+  std::unique_ptr<const dkp::IntegerEll> iell;  // SparseMatVecInteger: the same, for a single uint8 row
 
   Status* error(const std::string& msg) const {
     return api->CreateStatus(dkp_ort::ORT_INVALID_ARGUMENT, (node + ": " + msg).c_str());
@@ -215,6 +247,21 @@ struct Kernel {
       for (int64_t k = csr->row_ptr[i]; k < csr->row_ptr[i + 1]; ++k) conv->values[k] = s[i] * static_cast<float>(q[k]);
     }
     csr->values = conv->values.data();
+    return nullptr;
+  }
+
+  // x_scale and x_zero_point of SparseMatVecInteger: one element each (a scalar, as DynamicQuantizeLinear
+  // writes them, or [1]).
+  Status* read_x_quantization(const Tensor* t, float* scale, uint8_t* zero_point) const {
+    for (size_t i : {OpSpec::kXScale, OpSpec::kXZeroPoint}) {
+      if (Status* st = expect(t[i], i, 0)) return st;
+      if (t[i].dims.size() > 1 || (t[i].dims.size() == 1 && t[i].dims[0] != 1)) {
+        return error("input '" + std::string(spec->input_names[i]) + "' must be a scalar (or [1]), got shape " +
+                     shape_str(t[i].dims));
+      }
+    }
+    *scale = *static_cast<const float*>(t[OpSpec::kXScale].data);
+    *zero_point = *static_cast<const uint8_t*>(t[OpSpec::kXZeroPoint].data);
     return nullptr;
   }
 
@@ -296,14 +343,49 @@ struct Kernel {
     }
     void* y = nullptr;
     if (Status* st = api->GetTensorMutableData(out, &y)) return error("output 'Y': " + take_message(api, st));
+    float x_scale = 1.f;
+    uint8_t zero_point = 0;
+    if (spec->integer_x) {
+      if (Status* st = read_x_quantization(t, &x_scale, &zero_point)) return st;
+    }
     if (batch == 0 || csr.rows == 0) return nullptr;
-    const float* xs = static_cast<const float*>(x.data);
     const float* y0s = has_y0 ? static_cast<const float*>(t[y0_index].data) : nullptr;
+    float* ys = static_cast<float*>(y);
+    if (!spec->integer_x) return product(ctx, csr, static_cast<const float*>(x.data), batch, n, y0s, y0_broadcast, ys);
+    const uint8_t* xq = static_cast<const uint8_t*>(x.data);
+    if (iell && iell->tile_steps() > 0) {
+      // Row by row through the integer tiles (each row costs less than a row of the batched float product), on
+      // onnxruntime's thread pool when there are several.
+      IntegerRows job{iell.get(), xq, n, zero_point, x_scale, y0s, y0_broadcast, ys, csr.rows};
+      if (batch >= 2 && g_api_parallel) {
+        if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_integer_row, static_cast<size_t>(batch),
+                                                                   0, &job)) {
+          return error(take_message(api, st));
+        }
+      } else {
+        for (int64_t b = 0; b < batch; ++b) run_integer_row(&job, static_cast<size_t>(b));
+      }
+      return nullptr;
+    }
+    // Other shapes run the float products on the integers X - x_zero_point (exact in float32), then scale.
+    std::vector<float> xf(static_cast<size_t>(batch * n));
+    for (size_t i = 0; i < xf.size(); ++i) xf[i] = static_cast<float>(static_cast<int>(xq[i]) - zero_point);
+    if (Status* st = product(ctx, csr, xf.data(), batch, n, nullptr, false, ys)) return st;
+    for (int64_t b = 0; b < batch; ++b) {
+      float* yb = ys + b * csr.rows;
+      const float* y0b = y0s ? (y0_broadcast ? y0s : y0s + b * csr.rows) : nullptr;
+      for (int64_t r = 0; r < csr.rows; ++r) yb[r] = y0b ? yb[r] * x_scale + y0b[r] : yb[r] * x_scale;
+    }
+    return nullptr;
+  }
+
+  // Y = X @ W^T (+ Y0) for float X: on onnxruntime's thread pool at batch >= 2, else here.
+  Status* product(dkp_ort::KernelContext* ctx, const dkp::Csr& csr, const float* xs, int64_t batch, int64_t n,
+                  const float* y0s, bool y0_broadcast, float* y) const {
     if (batch >= 2 && g_api_parallel && csr.nnz >= kParallelMinNnz) {
       // Rows of W split into parts of about equal nnz, run on onnxruntime's intra-op thread pool (its size is the
       // session's intra_op_num_threads; with one thread the parts run in turn here).
-      RowParts job{&csr, xs, dkp::transpose_blocks(xs, batch, n, false), batch, n, y0s, y0_broadcast,
-                   static_cast<float*>(y), {}};
+      RowParts job{&csr, xs, dkp::transpose_blocks(xs, batch, n, false), batch, n, y0s, y0_broadcast, y, {}};
       if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_transpose_part, kParallelParts, 0, &job)) {
         return error(take_message(api, st));
       }
@@ -319,7 +401,7 @@ struct Kernel {
       }
       return nullptr;
     }
-    dkp::csr_matmul(csr, ell.get(), xs, batch, n, y0s, y0_broadcast, static_cast<float*>(y));
+    dkp::csr_matmul(csr, ell.get(), xs, batch, n, y0s, y0_broadcast, y);
     return nullptr;
   }
 };
@@ -356,7 +438,10 @@ Status* create_kernel(const Api* api, const OpSpec* spec, const dkp_ort::KernelI
   if (Status* st = k->check_sparse(t, &k->converted, &csr, &k->min_cols)) return st;
   k->rows = csr.rows;
   k->csr_checked = true;
-  if (spec->quantized) {  // the batch-1 layout keeps the values as int8 (a quarter of the bytes of floats)
+  if (spec->integer_x) {
+    k->iell = std::make_unique<const dkp::IntegerEll>(csr, k->min_cols, static_cast<const int8_t*>(t[kValues].data),
+                                                      static_cast<const float*>(t[OpSpec::kScale].data));
+  } else if (spec->quantized) {  // the batch-1 layout keeps the values as int8 (a quarter of the bytes of floats)
     k->ell = std::make_unique<const dkp::SlicedEll>(csr, k->min_cols, static_cast<const int8_t*>(t[kValues].data),
                                                     static_cast<const float*>(t[OpSpec::kScale].data));
   } else {
@@ -463,6 +548,7 @@ constexpr dkp_ort::CustomOp kCallbacks = {
 
 const OpRecord kSparseMatVec = {kCallbacks, &kFloatSpec};
 const OpRecord kSparseMatVecInt8 = {kCallbacks, &kInt8Spec};
+const OpRecord kSparseMatVecInteger = {kCallbacks, &kIntegerSpec};
 
 // One domain for the whole process, built on first registration and never released: sessions may outlive the
 // SessionOptions they were made from, and registering the library again must not add the op twice.
@@ -486,6 +572,7 @@ extern "C" __attribute__((visibility("default"))) Status* RegisterCustomOps(dkp_
     Status* st = api->CreateCustomOpDomain(kDomain, &g_domain);
     if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVec.op);
     if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVecInt8.op);
+    if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVecInteger.op);
     if (st) {
       g_domain_error = take_message(api, st);
       g_domain = nullptr;

@@ -171,6 +171,7 @@ using SpmvFn = void (*)(const Csr&, const float*, const float*, float*);
 using SpmmFn = void (*)(const Csr&, const float*, int64_t, const float*, int64_t, float*, int64_t);
 using SellFn = void (*)(const SellView&, const float*, const float*, float*);
 using TileFn = void (*)(const TileView&, const float*, const float*, float*);
+using IntTileFn = void (*)(const IntTileView&, const uint8_t*, uint8_t, float*);
 
 struct Kernels {
   SpmvFn spmv;
@@ -178,6 +179,7 @@ struct Kernels {
   SellFn sell;
   TileFn tile[4];  // register tiles with 1..4 steps; null where the CPU has no AVX-512
   const char* isa;
+  IntTileFn itile[3];  // integer tiles with 1..3 steps; null without AVX-512 VBMI + VNNI
 };
 
 // The 8 sums of one SELL-8 slice go back to their rows (scaled by the row's scale for int8 values); lanes past
@@ -420,6 +422,70 @@ __attribute__((target("avx512f"))) void tile_avx512(const TileView& w, const flo
 #pragma GCC diagnostic pop
 #endif
 
+// Integer tiles (see IntegerEll): per 16-row tile, per 128-column tile, x's 128 bytes sit in two zmm registers;
+// a step looks up its 64 lanes' bytes with one vpermt2b and vpdpbusd multiplies them (unsigned) with the 64 int8
+// values (signed), summing each row's 4 products into its int32 lane: exact integer arithmetic, no load of x per
+// non-zero, 64 non-zeros per two instructions. Empty lanes hold the value 0. part[row] = (sum - zero_point *
+// value_sum[row]) * row_scale[row], for the 16 lanes of every row tile (rows past M included: scale 0).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's _mm512_cvtepi32_ps (_mm512_undefined_ps)
+#endif
+#define DKP_INT_TARGET __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vnni")))
+DKP_INT_TARGET DKP_ALWAYS_INLINE __m512i int_step(__m512i acc, __m512i lo, __m512i hi, const uint8_t* c,
+                                                  const int8_t* v) {
+  const __m512i g = _mm512_permutex2var_epi8(lo, _mm512_load_si512(c), hi);
+  return _mm512_dpbusd_epi32(acc, g, _mm512_load_si512(v));
+}
+
+template <int Steps>
+DKP_INT_TARGET void int_tile_avx512(const IntTileView& w, const uint8_t* xp, uint8_t zero_point, float* part) {
+  constexpr int kCols = IntTileView::kCols;
+  constexpr int kLanes = IntTileView::kRows * IntTileView::kPerRow;
+  const uint8_t* c = w.cols;
+  const int8_t* v = w.values;
+  const __m512i zp = _mm512_set1_epi32(zero_point);
+  for (int64_t t = 0; t < w.row_tiles; ++t) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();  // two chains: steps alternate
+    int64_t b = 0;
+    for (; b + 2 <= w.col_tiles; b += 2) {  // two column tiles at a time keep the chains alternating for odd Steps
+      for (int u = 0; u < 2; ++u) {
+        const uint8_t* xb = xp + (b + u) * kCols;
+        const __m512i lo = _mm512_load_si512(xb), hi = _mm512_load_si512(xb + 64);
+        for (int j = 0; j < Steps; ++j) {
+          if ((u * Steps + j) & 1) {
+            a1 = int_step(a1, lo, hi, c, v);
+          } else {
+            a0 = int_step(a0, lo, hi, c, v);
+          }
+          c += kLanes;
+          v += kLanes;
+        }
+      }
+    }
+    if (b < w.col_tiles) {
+      const uint8_t* xb = xp + b * kCols;
+      const __m512i lo = _mm512_load_si512(xb), hi = _mm512_load_si512(xb + 64);
+      for (int j = 0; j < Steps; ++j) {
+        if (j & 1) {
+          a1 = int_step(a1, lo, hi, c, v);
+        } else {
+          a0 = int_step(a0, lo, hi, c, v);
+        }
+        c += kLanes;
+        v += kLanes;
+      }
+    }
+    const int64_t r0 = t * IntTileView::kRows;
+    const __m512i sum = _mm512_sub_epi32(_mm512_add_epi32(a0, a1),
+                                         _mm512_mullo_epi32(zp, _mm512_load_si512(w.value_sum + r0)));
+    _mm512_store_ps(part + r0, _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_loadu_ps(w.row_scale + r0)));
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 template <int Width>
 __attribute__((target("avx2,fma"))) void spmm_avx2(const Csr& w, const float* xt, int64_t nb, const float* y0,
                                                    int64_t y0s, float* y, int64_t ys) {
@@ -441,16 +507,20 @@ Kernels pick_kernels() {
   __builtin_cpu_init();
   if (!generic && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     if (!no_avx512 && __builtin_cpu_supports("avx512f")) {
+      const bool integer = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi") &&
+                           __builtin_cpu_supports("avx512vnni");
       return {spmv_avx2,
               {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>},
               sell_avx2,
               {tile_avx512<1>, tile_avx512<2>, tile_avx512<3>, tile_avx512<4>},
-              "avx512f+avx2+fma"};
+              "avx512f+avx2+fma",
+              {integer ? int_tile_avx512<1> : nullptr, integer ? int_tile_avx512<2> : nullptr,
+               integer ? int_tile_avx512<3> : nullptr}};
     }
-    return {spmv_avx2, {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>}, sell_avx2, {}, "avx2+fma"};
+    return {spmv_avx2, {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>}, sell_avx2, {}, "avx2+fma", {}};
   }
 #endif
-  return {spmv_generic, {spmm_generic<4>, spmm_generic<8>, spmm_generic<16>}, sell_generic, {}, "generic"};
+  return {spmv_generic, {spmm_generic<4>, spmm_generic<8>, spmm_generic<16>}, sell_generic, {}, "generic", {}};
 }
 
 const Kernels& kernels() {
@@ -461,6 +531,7 @@ const Kernels& kernels() {
 }  // namespace
 
 const char* csr_matmul_isa() { return kernels().isa; }
+const char* integer_tiles_isa() { return kernels().itile[0] ? "avx512vbmi+avx512vnni" : "none"; }
 
 // How many steps per register tile (0: none) for W, by a cost model in units of one SELL-8 non-zero, fitted on the
 // Zen 4 here at 2600 x 1300: a tile costs 3.4, a step 3.3, and the SELL-8 pass over the rest ~2.3 per row on top of
@@ -635,6 +706,118 @@ void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
   part.resize(static_cast<size_t>(rows_));
   kernels().tile[tiles_.steps - 1](tiles_, xz.data(), y0, part.data());
   kernels().sell(view, xz.data(), part.data(), y);
+}
+
+// How many steps per integer tile (0: none), by a cost model in units of one SELL-8 non-zero like tile_steps_for's,
+// fitted on the Zen 4 here at 2600 x 1300 and 1-5% density (C++ harness: 20x layer's W_s 21.0 us with the float
+// tiles, 8.7 / 9.1 us with 2 / 3 integer steps; at 1%, 5.8 / 6.9 us with 1 / 2): a tile (two loads of x) costs
+// kTileCost, a step (64 lanes) kStepCost, a SELL-8 pass over a sparse rest little per row.
+static int int_tile_steps_for(const Csr& w, int64_t min_cols) {
+  constexpr int kMax = 3;
+  constexpr int kPerStep = IntTileView::kPerRow;
+  constexpr double kTileCost = 1.0, kStepCost = 2.6, kRestPerRow = 0.5;
+  const int64_t row_tiles = (w.rows + IntTileView::kRows - 1) / IntTileView::kRows;
+  const int64_t col_tiles = (min_cols + IntTileView::kCols - 1) / IntTileView::kCols;
+  if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return 0;
+  const double tiles = static_cast<double>(row_tiles) * static_cast<double>(col_tiles);
+  const double rest_fixed = kRestPerRow * static_cast<double>(w.rows);
+  if (tiles * (kTileCost + kStepCost) >= static_cast<double>(w.nnz) + rest_fixed) return 0;  // too sparse
+  int64_t covered[kMax + 1] = {};
+  std::vector<int32_t> count(static_cast<size_t>(col_tiles));
+  for (int64_t i = 0; i < w.rows; ++i) {
+    std::fill(count.begin(), count.end(), 0);
+    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) ++count[w.col_idx[k] / IntTileView::kCols];
+    for (int32_t c : count) {
+      for (int s = 1; s <= kMax; ++s) covered[s] += std::min(c, kPerStep * s);
+    }
+  }
+  int best = 0;
+  double best_cost = static_cast<double>(w.nnz) + rest_fixed;
+  for (int s = 1; s <= kMax; ++s) {
+    const double rest = static_cast<double>(w.nnz - covered[s]);
+    const double cost = tiles * (kTileCost + kStepCost * s) + rest + (rest > 0 ? rest_fixed : 0.0);
+    if (cost < best_cost) {
+      best = s;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale)
+    : rows_(w.rows), min_cols_(min_cols) {
+  const int steps = kernels().itile[0] ? int_tile_steps_for(w, min_cols) : 0;
+  if (steps == 0) {
+    rest_ = std::make_unique<const SlicedEll>(w, min_cols, qvalues, row_scale);
+    return;
+  }
+  constexpr int kRows = IntTileView::kRows, kCols = IntTileView::kCols, kPerRow = IntTileView::kPerRow;
+  constexpr int kLanes = kRows * kPerRow;
+  tiles_.rows = rows_;
+  tiles_.row_tiles = (rows_ + kRows - 1) / kRows;
+  tiles_.col_tiles = (min_cols + kCols - 1) / kCols;
+  tiles_.steps = steps;
+  const size_t total = static_cast<size_t>(tiles_.row_tiles * tiles_.col_tiles * steps) * kLanes;
+  tile_cols_.assign(total, 0);
+  tile_values_.assign(total, 0);
+  value_sum_.assign(static_cast<size_t>(tiles_.row_tiles * kRows), 0);
+  row_scale_.assign(static_cast<size_t>(tiles_.row_tiles * kRows), 0.f);  // rows past M: scale 0
+  std::copy(row_scale, row_scale + rows_, row_scale_.begin());
+  std::vector<int32_t> rest_rp(static_cast<size_t>(rows_ + 1), 0), rest_ci;
+  std::vector<int8_t> rest_q;
+  std::vector<int32_t> used(static_cast<size_t>(tiles_.col_tiles));
+  for (int64_t i = 0; i < rows_; ++i) {
+    std::fill(used.begin(), used.end(), 0);
+    const int64_t t = i / kRows, lane = i % kRows;
+    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) {
+      const int32_t col = w.col_idx[k];
+      const int64_t b = col / kCols;
+      if (used[b] < kPerRow * steps) {
+        const int slot = used[b]++;
+        const size_t at = static_cast<size_t>((t * tiles_.col_tiles + b) * steps + slot / kPerRow) * kLanes +
+                          static_cast<size_t>(lane * kPerRow + slot % kPerRow);
+        tile_cols_[at] = static_cast<uint8_t>(col % kCols);
+        tile_values_[at] = qvalues[k];
+        value_sum_[static_cast<size_t>(i)] += qvalues[k];
+      } else {
+        rest_ci.push_back(col);
+        rest_q.push_back(qvalues[k]);
+      }
+    }
+    rest_rp[i + 1] = static_cast<int32_t>(rest_ci.size());
+  }
+  tiles_.cols = tile_cols_.data();
+  tiles_.values = tile_values_.data();
+  tiles_.value_sum = value_sum_.data();
+  tiles_.row_scale = row_scale_.data();
+  Csr rest;
+  rest.rows = rows_;
+  rest.nnz = static_cast<int64_t>(rest_ci.size());
+  rest.row_ptr = rest_rp.data();
+  rest.col_idx = rest_ci.data();
+  rest_ = std::make_unique<const SlicedEll>(rest, min_cols, rest_q.data(), row_scale);
+}
+
+void IntegerEll::matvec(const uint8_t* x, uint8_t zero_point, float x_scale, const float* y0, float* y) const {
+  thread_local AlignedVector<float> xf, sum, part;
+  xf.resize(static_cast<size_t>(min_cols_));
+  for (int64_t c = 0; c < min_cols_; ++c) xf[c] = static_cast<float>(static_cast<int>(x[c]) - zero_point);
+  const float* tiled = nullptr;
+  if (tiles_.steps) {
+    thread_local AlignedVector<uint8_t> xb;  // whole 128-column tiles: columns past min_cols meet only zeros
+    xb.assign(x, x + min_cols_);
+    xb.resize(static_cast<size_t>(tiles_.col_tiles * IntTileView::kCols), 0);
+    part.resize(static_cast<size_t>(tiles_.row_tiles * IntTileView::kRows));
+    kernels().itile[tiles_.steps - 1](tiles_, xb.data(), zero_point, part.data());
+    tiled = part.data();
+  }
+  sum.resize(static_cast<size_t>(rows_));
+  rest_->matvec(xf.data(), tiled, sum.data());
+  if (y0) {
+    for (int64_t r = 0; r < rows_; ++r) y[r] = sum[r] * x_scale + y0[r];
+  } else {
+    for (int64_t r = 0; r < rows_; ++r) y[r] = sum[r] * x_scale;
+  }
 }
 
 void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batch, int64_t n, const float* y0,

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -113,6 +114,53 @@ class SlicedEll {
   AlignedVector<uint8_t> tile_cols_;
   std::vector<uint16_t> tile_mask_;
 };
+
+// The integer tiles of an IntegerEll (see there): 16 rows x 128 columns, `steps` steps per tile; one step = 64
+// column offsets within the tile's 128 columns (bytes) and 64 int8 values, 4 per row (lane 4r + j: row r's j-th
+// non-zero of the step, value 0 where the row has no more).
+struct IntTileView {
+  static constexpr int kRows = 16;
+  static constexpr int kCols = 128;
+  static constexpr int kPerRow = 4;
+  int64_t rows = 0;
+  int64_t row_tiles = 0;
+  int64_t col_tiles = 0;
+  int steps = 0;  // 1..3
+  const uint8_t* cols = nullptr;
+  const int8_t* values = nullptr;
+  const int32_t* value_sum = nullptr;  // [row_tiles * 16]: each row's sum of its tile values (for the zero point)
+  const float* row_scale = nullptr;    // [rows]
+};
+
+// W = diag(row_scale) @ Wq (int8 values) laid out for a uint8 x with a zero point (ai.dkp::SparseMatVecInteger
+// at batch 1): y = x_scale * diag(row_scale) @ Wq @ (x - zero_point) (+ y0). Where the CPU has AVX-512 VBMI and
+// VNNI (and a cost model says it pays), up to 4 * `steps` non-zeros per row and 128-column tile go into integer
+// tiles: x's 128 bytes of a tile sit in two zmm registers, one vpermt2b looks up 64 non-zeros' bytes (16 rows x 4)
+// and one vpdpbusd multiplies and sums them into 16 int32 lanes, exactly. The rest, and all of W elsewhere, goes
+// through a SlicedEll on the float integers x - zero_point (exact too: every product and partial sum is an integer
+// below 2^24 for rows of up to 518 non-zeros), so every CPU computes the same function up to the final scaling.
+class IntegerEll {
+ public:
+  IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale);
+  IntegerEll(const IntegerEll&) = delete;
+  IntegerEll& operator=(const IntegerEll&) = delete;
+  // x has at least min_cols entries.
+  void matvec(const uint8_t* x, uint8_t zero_point, float x_scale, const float* y0, float* y) const;
+  int tile_steps() const { return tiles_.steps; }  // 0: no integer tiles
+
+ private:
+  int64_t rows_ = 0;
+  int64_t min_cols_ = 0;
+  IntTileView tiles_;
+  AlignedVector<uint8_t> tile_cols_;
+  AlignedVector<int8_t> tile_values_;
+  AlignedVector<int32_t> value_sum_;
+  std::vector<float> row_scale_;
+  std::unique_ptr<const SlicedEll> rest_;
+};
+
+// Which integer tile kernel IntegerEll uses on this CPU ("avx512vbmi+avx512vnni" or "none"; DKP_OPS_ISA caps it).
+const char* integer_tiles_isa();
 
 // Y[b, :] = W @ X[b, :] (+ Y0[b, :]) for b < batch. X is [batch, n] row-major and Y is [batch, W.rows].
 // y0 is null, or [batch, W.rows] when y0_broadcast is false, or [W.rows] added to every row when it is true.

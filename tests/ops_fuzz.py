@@ -22,7 +22,7 @@ import onnxruntime as ort
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ops_graphs import CSR_NAMES, INT8_NAMES, assert_matches, model_bytes, reference, session
+from ops_graphs import CSR_NAMES, INT8_NAMES, X_QUANT_NAMES, assert_matches, model_bytes, reference, session
 
 I32, F32 = np.int32, np.float32
 # A valid 3 x 4 matrix: rows {0, 1}, {}, {1, 2, 3}.
@@ -141,7 +141,7 @@ def curated_cases() -> list[Case]:
         Case("everything constant, col_idx == N", arrays(col_idx=np.array([0, 1, 1, 2, 4], I32)), ("col_idx",),
              constant=("X", *CSR_NAMES)),
     ]
-    return cases + int8_cases()
+    return cases + int8_cases() + integer_cases()
 
 
 def int8_arrays(**changes: np.ndarray) -> dict[str, np.ndarray]:
@@ -181,6 +181,44 @@ def int8_cases() -> list[Case]:
     for const, tag in ((CSR_NAMES, "[constant]"), ((), "[graph input]")):
         cases.append(Case(f"float op: uint16 col_idx == N {tag}", arrays(col_idx=np.array([0, 1, 1, 2, 4], u16)),
                           ("col_idx",), constant=const))
+    return cases
+
+
+def integer_arrays(**changes: np.ndarray) -> dict[str, np.ndarray]:
+    base = int8_arrays(X=np.arange(8, dtype=np.uint8).reshape(2, 4), x_scale=np.asarray(0.5, F32),
+                       x_zero_point=np.asarray(3, np.uint8))
+    return {**base, **changes}
+
+
+def integer_cases() -> list[Case]:
+    """SparseMatVecInteger: X, x_scale and x_zero_point broken alone (its CSR inputs are SparseMatVecInt8's,
+    checked by the same code: two of those cases again)."""
+    broken = [
+        ("X float32", integer_arrays(X=X), "X"),
+        ("X int8", integer_arrays(X=X.astype(np.int8)), "X"),
+        ("X a scalar", integer_arrays(X=np.asarray(1, np.uint8)), "X"),
+        ("X [b, N - 1]", integer_arrays(X=np.ones((2, 3), np.uint8)), "col_idx"),
+        ("x_scale [2]", integer_arrays(x_scale=np.ones(2, F32)), "x_scale"),
+        ("x_scale [1, 1]", integer_arrays(x_scale=np.ones((1, 1), F32)), "x_scale"),
+        ("x_scale float64", integer_arrays(x_scale=np.asarray(0.5)), "x_scale"),
+        ("x_scale empty", integer_arrays(x_scale=np.ones(0, F32)), "x_scale"),
+        ("x_zero_point int8", integer_arrays(x_zero_point=np.asarray(3, np.int8)), "x_zero_point"),
+        ("x_zero_point [3]", integer_arrays(x_zero_point=np.ones(3, np.uint8)), "x_zero_point"),
+        ("row_scale NaN", integer_arrays(row_scale=np.array([0.5, 1, np.nan], F32)), "row_scale"),
+        ("uint16 col_idx == N", integer_arrays(col_idx=np.array([0, 1, 1, 2, 4], np.uint16)), "col_idx"),
+    ]
+    names = ("X", *INT8_NAMES, *X_QUANT_NAMES)
+    cases: list[Case] = []
+    for label, arrs, name in broken:
+        for const, tag in ((INT8_NAMES, "[constant]"), ((), "[graph input]")):
+            cases.append(Case(f"integer op: {label} {tag}", arrs, (name,), names, const,
+                              op_type="SparseMatVecInteger"))
+    for left_out in X_QUANT_NAMES:
+        cases.append(Case(f"integer op: {left_out} left out", integer_arrays(), ("",),
+                          tuple("" if n == left_out else n for n in names), INT8_NAMES,
+                          op_type="SparseMatVecInteger"))
+    cases.append(Case("integer op: Y0 [b, M+1]", integer_arrays(Y0=np.ones((2, 4), F32)), ("Y0",), (*names, "Y0"),
+                      INT8_NAMES, op_type="SparseMatVecInteger"))
     return cases
 
 

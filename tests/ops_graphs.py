@@ -1,4 +1,4 @@
-"""Helpers for the ai.dkp::SparseMatVec(Int8) tests: one-node graphs, sessions, and the scipy float64 reference.
+"""Helpers for the ai.dkp::SparseMatVec(Int8, Integer) tests: one-node graphs, sessions, the scipy float64 reference.
 
 Importable from the tests (pytest puts tests/ on sys.path) and runnable as a script for the checks that must run in
 a child process: `python tests/ops_graphs.py numerics --cases 100` (random cases vs scipy, used to exercise the
@@ -20,6 +20,8 @@ from dkp_deploy import ops
 
 CSR_NAMES = ("row_ptr", "col_idx", "values")
 INT8_NAMES = (*CSR_NAMES, "row_scale")  # SparseMatVecInt8's matrix inputs
+X_QUANT_NAMES = ("x_scale", "x_zero_point")  # SparseMatVecInteger's scalars after them
+MODES = ("float", "int8", "integer")  # SparseMatVec, SparseMatVecInt8, SparseMatVecInteger
 
 
 def model_bytes(
@@ -105,24 +107,40 @@ def quantize_rows(w: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, sp.csr_matr
     return q, scale, deq
 
 
+def integer_x(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A uint8 X for SparseMatVecInteger with a random zero point and scale (not DynamicQuantizeLinear's: the op
+    takes any), and the float X it stands for is x_scale * (X - x_zero_point)."""
+    rng = np.random.default_rng(seed)
+    zp = np.uint8(rng.integers(0, 256))
+    scale = np.float32(rng.uniform(0.005, 0.05))
+    q = np.clip(np.rint(x / scale) + int(zp), 0, 255).astype(np.uint8)
+    return q, np.asarray(scale), np.asarray(zp)
+
+
 def run_case(
     w: sp.csr_matrix, x: np.ndarray, y0: np.ndarray | None, *, constant: bool, y0_as_empty_name: bool = False,
-    threads: int = 1, col_dtype: type = np.int32, int8: bool = False,
+    threads: int = 1, col_dtype: type = np.int32, int8: bool = False, mode: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs Y = X @ W^T (+ Y0) through the op (SparseMatVecInt8 with W quantized per row when `int8`); returns
-    (got, expected float64, error scale)."""
+    """Runs Y = X @ W^T (+ Y0) through the op of `mode` (default "int8" when `int8`, else "float"): SparseMatVecInt8
+    with W quantized per row; SparseMatVecInteger with that W and X as uint8 (`integer_x`). Returns (got, expected
+    float64, error scale)."""
+    mode = mode or ("int8" if int8 else "float")
     arrays = {"X": x, **csr_arrays(w, col_dtype)}
     matrix = CSR_NAMES
-    if int8:
+    if mode != "float":
         arrays["values"], arrays["row_scale"], w = quantize_rows(w)
         matrix = INT8_NAMES
     names = ["X", *matrix]
+    if mode == "integer":
+        arrays["X"], arrays["x_scale"], arrays["x_zero_point"] = integer_x(x, seed=x.size)
+        x = arrays["x_scale"].astype(np.float64) * (arrays["X"].astype(np.float64) - float(arrays["x_zero_point"]))
+        names += X_QUANT_NAMES
     if y0 is not None:
         arrays["Y0"] = y0
         names.append("Y0")
     elif y0_as_empty_name:
         names.append("")
-    op_type = "SparseMatVecInt8" if int8 else ops.OP_TYPE
+    op_type = {"float": ops.OP_TYPE, "int8": "SparseMatVecInt8", "integer": "SparseMatVecInteger"}[mode]
     sess = session(model_bytes(arrays, names, constant=matrix if constant else (), op_type=op_type), threads)
     feeds = {k: v for k, v in arrays.items() if not (constant and k in matrix)}
     (got,) = sess.run(None, feeds)
@@ -151,7 +169,7 @@ def random_numerics(cases: int, seed: int) -> int:
         y0 = None if mode == 0 else rng.standard_normal((*lead, m) if mode == 1 else (m,)).astype(np.float32)
         col_dtype = np.uint16 if rng.integers(2) else np.int32
         got, expected, scale = run_case(w, x, y0, constant=bool(rng.integers(2)), col_dtype=col_dtype,
-                                        int8=bool(rng.integers(2)))
+                                        mode=MODES[rng.integers(3)])
         assert_matches(got, expected, scale)
     return cases
 

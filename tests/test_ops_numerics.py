@@ -13,7 +13,17 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ops_graphs import CSR_NAMES, assert_matches, csr_arrays, model_bytes, random_csr, reference, run_case, session
+from ops_graphs import (
+    CSR_NAMES,
+    MODES,
+    assert_matches,
+    csr_arrays,
+    model_bytes,
+    random_csr,
+    reference,
+    run_case,
+    session,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,16 +54,17 @@ def cases(draw):
     elif y0_mode == "broadcast":
         y0 = rng.standard_normal((m,)).astype(np.float32)
     col_dtype = draw(st.sampled_from([np.int32, np.uint16]))
-    return w, x, y0, draw(st.booleans()), y0_mode == "empty_name", col_dtype, draw(st.booleans())
+    return w, x, y0, draw(st.booleans()), y0_mode == "empty_name", col_dtype, draw(st.sampled_from(MODES))
 
 
 @settings(max_examples=160, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_matches_scipy_float64(case) -> None:
-    """Both ops (SparseMatVecInt8 against the float64 product with its dequantized W), both column types."""
-    w, x, y0, constant, empty_name, col_dtype, int8 = case
+    """All three ops (SparseMatVecInt8 against the float64 product with its dequantized W, SparseMatVecInteger
+    with that W and its uint8 X dequantized too), both column types."""
+    w, x, y0, constant, empty_name, col_dtype, mode = case
     got, expected, scale = run_case(w, x, y0, constant=constant, y0_as_empty_name=empty_name, col_dtype=col_dtype,
-                                    int8=int8)
+                                    mode=mode)
     assert_matches(got, expected, scale)
 
 
@@ -83,36 +94,38 @@ def test_n_equals_one_and_m_zero() -> None:
     assert got.shape == (2, 0)
 
 
-@pytest.mark.parametrize("int8", [False, True])
-@pytest.mark.parametrize("density", [0.05, 0.2])
-def test_a_realistic_layer_at_batch_1_and_8(int8: bool, density: float) -> None:
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("density", [0.02, 0.05, 0.2])
+def test_a_realistic_layer_at_batch_1_and_8(mode: str, density: float) -> None:
     """The benchmark's shape (scaled down): long rows exercise the unrolled and masked vector paths, and (on
-    AVX-512 CPUs) register tiles with 1-4 steps; float and int8 values, 32- and 16-bit columns."""
+    AVX-512 CPUs) register tiles with 1-4 steps, integer tiles (VBMI + VNNI) with 1-3 and a rest; all three ops,
+    32- and 16-bit columns."""
     rng = np.random.default_rng(3)
     w = random_csr(rng, 260, 1300, density)
     for batch in (1, 8):
         x = rng.standard_normal((batch, 1300)).astype(np.float32)
         y0 = rng.standard_normal((batch, 260)).astype(np.float32)
         for col_dtype in (np.int32, np.uint16):
-            assert_matches(*run_case(w, x, y0, constant=True, col_dtype=col_dtype, int8=int8))
+            assert_matches(*run_case(w, x, y0, constant=True, col_dtype=col_dtype, mode=mode))
 
 
-@pytest.mark.parametrize("int8", [False, True])
-def test_more_than_65536_columns(int8: bool) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_more_than_65536_columns(mode: str) -> None:
     """Past 16-bit columns the re-laid-out W keeps 32-bit ones (the file's col_idx must then be int32)."""
     rng = np.random.default_rng(8)
     w = random_csr(rng, 24, 70_000, 0.002)
     w = sp.csr_matrix(w + sp.csr_matrix(([1.0], ([3], [69_999])), shape=w.shape, dtype=np.float32))
     for batch in (1, 3):
         x = rng.standard_normal((batch, 70_000)).astype(np.float32)
-        assert_matches(*run_case(w, x, None, constant=True, int8=int8))
+        assert_matches(*run_case(w, x, None, constant=True, mode=mode))
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("broadcast", [False, True])
 def test_batch_products_split_over_the_intra_op_pool(threads: int, broadcast: bool) -> None:
     """Batch >= 2 and nnz >= 16384: W's rows in parts on onnxruntime's thread pool (KernelContext_ParallelFor),
-    every batch size around the 16-row blocks, empty rows included, Y0 per row or broadcast."""
+    every batch size around the 16-row blocks, empty rows included, Y0 per row or broadcast (SparseMatVecInteger
+    too: its float product on X - x_zero_point, then the scaling)."""
     rng = np.random.default_rng(threads)
     w = random_csr(rng, 700, 900, 0.05)
     keep = np.ones(700)
@@ -125,6 +138,7 @@ def test_batch_products_split_over_the_intra_op_pool(threads: int, broadcast: bo
         y0 = rng.standard_normal((700,) if broadcast else (batch, 700)).astype(np.float32)
         for constant in (True, False):
             assert_matches(*run_case(w, x, y0, constant=constant, threads=threads))
+        assert_matches(*run_case(w, x, y0, constant=True, threads=threads, mode="integer"))
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2"])

@@ -1,5 +1,10 @@
-"""int8 doped files (`quantize="int8"`): each file against a float64 reference built here from its dequantized
-weights (symmetric int8 per row, written independently of dkp_deploy), file sizes, validation and the CLI."""
+"""int8 doped files (`quantize="int8"`, weights only, and `"int8-dynamic"`, which also quantizes each W_s product's
+input at run time): each file against a float64 reference built here from its dequantized weights (symmetric int8
+per row, written independently of dkp_deploy) and, for int8-dynamic, W_s inputs through onnx.reference's
+DynamicQuantizeLinear and DequantizeLinear; file sizes, validation and the CLI.
+
+Tests marked `integer_op` run custom int8-dynamic files, i.e. `ai.dkp::SparseMatVecInteger` from the C++ op library
+(ops/): until it is built they fail at session creation with an unknown-op error."""
 
 from __future__ import annotations
 
@@ -18,8 +23,88 @@ from dkp_deploy import cli, reference, runtime, signature
 from dkp_deploy.converters.onnx import to_onnx
 from dkp_deploy.converters.onnx.exported import load_exported
 from dkp_deploy.errors import InputError
-from dkp_deploy.spec import CSR, DopedMatrix
+from dkp_deploy.spec import CSR, LSTM, DopedMatrix, Embedding, Linear, ModelSpec
 from dkp_deploy.validate import validate, validate_export
+
+DYN = "int8-dynamic"
+MODES = ["int8", DYN]
+INTEGER_OP = pytest.mark.integer_op  # runs ai.dkp::SparseMatVecInteger (the C++ op of int8-dynamic custom files)
+
+
+def impl_modes(impls=("custom", "portable"), modes=MODES) -> list:
+    """(impl, quantize) pairs; the custom int8-dynamic ones marked `integer_op`."""
+    return [pytest.param(i, m, id=f"{i}-{m}", marks=[INTEGER_OP] if (i, m) == ("custom", DYN) else [])
+            for m in modes for i in impls]
+
+
+def _onnx_roundtrip_model() -> onnx.ModelProto:
+    h = onnx.helper
+    nodes = [h.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+             h.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    graph = h.make_graph(nodes, "roundtrip", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
+
+
+_ROUNDTRIP = None
+
+
+def roundtrip(x: np.ndarray) -> np.ndarray:
+    """DequantizeLinear(DynamicQuantizeLinear(x)) by onnx.reference, in float32 (x as the file holds it), float64."""
+    global _ROUNDTRIP
+    if _ROUNDTRIP is None:
+        from onnx.reference import ReferenceEvaluator
+
+        _ROUNDTRIP = ReferenceEvaluator(_onnx_roundtrip_model())
+    x = np.asarray(x, np.float32)
+    return np.asarray(_ROUNDTRIP.run(None, {"x": x.reshape(-1, x.shape[-1])})[0], np.float64).reshape(x.shape)
+
+
+def _apply(w: DopedMatrix, x: np.ndarray, quantize: str) -> np.ndarray:
+    """x @ W^T in float64 for a (dequantized) W; int8-dynamic: W_s on roundtrip(x), undoped W on x."""
+    x = np.asarray(x, np.float64)
+    if quantize != DYN or w.structure == "dense" or w.sparse is None or w.sparse.nnz == 0:
+        return x @ w.dense(np.float64).T
+    return x @ w.structured_dense(np.float64).T + roundtrip(x) @ w.sparse.to_dense(np.float64).T
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def forward(spec: ModelSpec, feeds: dict[str, np.ndarray], mode: str, quantize: str) -> dict[str, np.ndarray]:
+    """The test's own float64 forward of an mlp / lstm / lstm_lm spec (weights as given), time-major."""
+    if spec.arch == "mlp":
+        x = np.asarray(feeds["x"], np.float64)
+        for b in spec.blocks:
+            if isinstance(b, Linear):
+                x = _apply(b.weight, x, quantize) + (b.bias if b.bias is not None else 0)
+            else:
+                x = reference.activation(b.kind, x)
+        return {"y": x}
+    lstm = next(b for b in spec.blocks if isinstance(b, LSTM))
+    emb = next((b for b in spec.blocks if isinstance(b, Embedding)), None)
+    dec = spec.blocks[-1] if spec.arch == "lstm_lm" else None
+    step = mode == "step"
+    x = feeds["x_t" if step else "x"]
+    x = emb.weight.astype(np.float64)[x] if emb is not None else np.asarray(x, np.float64)
+    xs = x[None] if step else x
+    h = np.array(feeds["h" if step else "h0"], np.float64)
+    c = np.array(feeds["c" if step else "c0"], np.float64)
+    H, ys = lstm.hidden_size, []
+    for x_t in xs:
+        for k, layer in enumerate(lstm.layers):
+            gates = _apply(layer.weight, np.concatenate([x_t, h[k]], axis=-1), quantize) + layer.bias
+            i, f, g, o = (gates[:, j * H:(j + 1) * H] for j in range(4))
+            c[k] = _sigmoid(f) * c[k] + _sigmoid(i) * np.tanh(g)
+            h[k] = x_t = _sigmoid(o) * np.tanh(c[k])
+        ys.append(x_t)
+    y = np.stack(ys)
+    if dec is not None:
+        y = _apply(dec.weight, y, quantize) + dec.bias
+    if step:
+        return {"y_t": y[0], "h_next": h, "c_next": c}
+    return {"y": y, "hn": h, "cn": c}
 
 
 def _dequantized(w: DopedMatrix) -> DopedMatrix:
@@ -41,23 +126,109 @@ def _close(got: np.ndarray, want: np.ndarray, rel: float = 1e-5, floor: float = 
     assert err.max() <= rel * np.abs(want).max() + floor, f"max error {err.max():.3g} vs |want| {np.abs(want).max()}"
 
 
-@pytest.mark.parametrize("impl", ["custom", "portable"])
-def test_layer_matches_its_dequantized_weights(tmp_path, impl):
+def _dql_inputs() -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    xs = [rng.standard_normal((3, 40)) * 10.0 ** rng.uniform(-4, 4) for _ in range(20)]
+    xs += [np.abs(rng.standard_normal((2, 30))) + 0.5, -np.abs(rng.standard_normal((2, 30))) - 0.5,  # one-signed
+           np.zeros((2, 5)), np.full((1, 4), 3.0), -np.ones((1, 4)), rng.standard_normal((8, 4096)),
+           np.array([[-1.0, 0.0, 1.0, -0.5, 0.5]])]
+    for k in range(-3, 8):  # range 255 * 2^-k: scale 2^-k exactly, so (i + 0.5) * 2^-k are exact ties
+        step = 2.0 ** -k
+        ties = (rng.integers(-120, 120, 60) + 0.5) * step
+        xs.append(np.concatenate([ties, [-128 * step, 127 * step]])[None, :])
+        xs.append((np.arange(0, 256) + 0.5)[None, :] * step / 2)  # all positive, ties of the zero-point-0 grid
+    return [np.asarray(x, np.float32) for x in xs]
+
+
+def test_dynamic_quantize_is_onnx_dynamic_quantize_linear():
+    """dkp_deploy.quantize.dynamic_quantize / dynamic_dequantize against onnx.reference and onnxruntime."""
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    from dkp_deploy.quantize import dynamic_dequantize, dynamic_quantize
+
+    h = onnx.helper
+    graph = h.make_graph([h.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+                          h.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])], "dql",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+                         [h.make_tensor_value_info(n, t, None) for n, t in (
+                             ("q", onnx.TensorProto.UINT8), ("s", onnx.TensorProto.FLOAT),
+                             ("z", onnx.TensorProto.UINT8), ("y", onnx.TensorProto.FLOAT))])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
+    model.ir_version = 10
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = ReferenceEvaluator(model)
+    for x in _dql_inputs():
+        q, scale, zp = dynamic_quantize(x)
+        assert q.dtype == np.uint8 and q.shape == x.shape
+        y = dynamic_dequantize(q, scale, zp)
+        assert y.dtype == np.float32
+        for name, (oq, os_, oz, oy) in (("ort", sess.run(None, {"x": x})), ("reference", ref.run(None, {"x": x}))):
+            np.testing.assert_array_equal(q, oq, err_msg=name)
+            assert np.uint8(oz) == zp, name
+            np.testing.assert_array_equal(y, oy, err_msg=name)
+            if x.any():
+                assert np.float32(os_) == scale, name
+        if not x.any():  # all zeros: onnxruntime's scale 1 (onnx.reference: 1/255), zero point 0
+            assert (scale, zp) == (np.float32(1), 0) and not y.any()
+
+
+@pytest.mark.parametrize("impl, quantize", impl_modes())
+def test_layer_matches_its_dequantized_weights(tmp_path, impl, quantize):
+    """One layer (x given): the file is the layer with the dequantized weights, at 1e-5; int8-dynamic: with W_s
+    applied to onnx.reference's DequantizeLinear(DynamicQuantizeLinear(x)), and the structured half to x."""
     rng = np.random.default_rng(0)
     w = doped(rng, 96, 60, "kron", kron=((8, 6), (12, 10)), density=0.08)
     b = (0.1 * rng.standard_normal(96)).astype(np.float32)
     spec = single(w, b)
-    path = to_onnx(spec, tmp_path / "q.onnx", sparse_impl=impl, quantize="int8", quiet=True)
+    path = to_onnx(spec, tmp_path / "q.onnx", sparse_impl=impl, quantize=quantize, quiet=True)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    wd = _dequantized(w).dense(np.float64)
-    for batch in (1, 5, 17):
+    wq = _dequantized(w)
+    wd = wq.dense(np.float64)
+    for batch in (1, 8, 17):
         x = rng.standard_normal((batch, 60)).astype(np.float32)
+        x[0, :3] = 0  # a few exact zeros: the zero point
         (y,) = runtime.run(path, {"x": x}).values()
-        _close(y, x.astype(np.float64) @ wd.T + b)
+        _close(y, _apply(wq, x, quantize) + b)
+        if quantize == DYN:  # the activation quantization is real: far from the weights-only function
+            assert np.abs(y - (x.astype(np.float64) @ wd.T + b)).max() > 1e-3 * np.abs(y).max()
     # and it is not the float layer: the quantization is real
     assert np.abs(wd - w.dense(np.float64)).max() > 1e-4
     # the matrix rebuilt from the file's own tensors is the dequantized one
     np.testing.assert_allclose(load_exported(path).matrices["fc"], wd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("impl", [pytest.param("custom", marks=INTEGER_OP), "portable"])
+@pytest.mark.parametrize("structure", ["lmf", "hmd", "none"])
+def test_dynamic_layer_of_each_structure_and_wide_input(tmp_path, impl, structure):
+    """lmf / hmd (structured half on float x) and "none" (W_s only, no Y0, no bias), and an input wider than
+    65536 (int32 column indices), at batch 1 and 8."""
+    rng = np.random.default_rng(8)
+    n = 70000 if structure == "none" else 48
+    w = doped(rng, 40, n, structure, rank=3, top=4, density=0.002 if structure == "none" else 0.2)
+    b = None if structure == "none" else (0.1 * rng.standard_normal(40)).astype(np.float32)
+    path = to_onnx(single(w, b), tmp_path / "q.onnx", sparse_impl=impl, quantize=DYN, quiet=True)
+    wq = _dequantized(w)
+    for batch in (1, 8):
+        x = (3 * rng.standard_normal((batch, n)) + 1).astype(np.float32)
+        (y,) = runtime.run(path, {"x": x}).values()
+        _close(y, _apply(wq, x, DYN) + (0 if b is None else b))
+
+
+def test_portable_dynamic_quantization_is_not_fused_away(tmp_path):
+    """onnxruntime at every optimisation level computes the portable file's DequantizeLinear(DynamicQuantizeLinear(x))
+    W_s input as the operators define it (no fusion into an integer product of another rounding)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(4)
+    w = doped(rng, 64, 96, "kron", kron=((8, 8), (8, 12)), density=0.1)
+    path = to_onnx(single(w), tmp_path / "q.onnx", sparse_impl="portable", quantize=DYN, quiet=True)
+    x = (rng.standard_normal((8, 96)) * 2).astype(np.float32)
+    want = _apply(_dequantized(w), x, DYN)
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        sess = runtime.session(path, graph_optimization_level=level)
+        _close(runtime.run(sess, {"x": x})["y"], want)
 
 
 def test_file_holds_int8_values_and_16_bit_columns(tmp_path):
@@ -91,24 +262,95 @@ def test_file_holds_int8_values_and_16_bit_columns(tmp_path):
 
 
 @pytest.mark.parametrize("impl", ["custom", "portable"])
-def test_every_structure_and_the_lm(tmp_path, impl):
-    """kron, lmf, hmd, none and an undoped dense layer (left float), and a step LM: against the float64 reference
-    of the model with the test's dequantized weights."""
+def test_dynamic_file_holds_the_int8_tensors_and_quantizes_the_w_s_input(tmp_path, impl):
+    """int8-dynamic: the int8 file's initializers (names, types, bytes) and dkp.layers; one DynamicQuantizeLinear
+    per W_s, of the layer's input. custom: SparseMatVecInteger(X uint8, row_ptr, col_idx, values, row_scale,
+    x_scale, x_zero_point, Y0), typed by strict shape inference; portable: DequantizeLinear, no ai.dkp node."""
+    rng = np.random.default_rng(1)
+    w = doped(rng, 200, 120, "kron", kron=((20, 12), (10, 10)), density=0.1)
+    spec = single(w, (0.1 * rng.standard_normal(200)).astype(np.float32))
+    int8 = onnx.load(str(to_onnx(spec, tmp_path / "q8.onnx", sparse_impl=impl, quantize="int8", quiet=True)))
+    dyn = onnx.load(str(to_onnx(spec, tmp_path / "qd.onnx", sparse_impl=impl, quantize=DYN, quiet=True)))
+
+    def tensors(m):
+        return {t.name: (t.data_type, numpy_helper.to_array(t).tobytes()) for t in m.graph.initializer}
+
+    assert tensors(dyn) == tensors(int8)
+    meta8, meta = ({p.key: p.value for p in m.metadata_props} for m in (int8, dyn))
+    assert meta["dkp.quantize"] == DYN and meta["dkp.layers"] == meta8["dkp.layers"]
+    roles = json.loads(meta["dkp.layers"])["fc"]["tensors"]
+    nodes = list(dyn.graph.node)
+    (dql,) = [n for n in nodes if n.op_type == "DynamicQuantizeLinear"]
+    assert list(dql.input) == ["x"] and len(dql.output) == 3
+    dkp = [n for n in nodes if n.domain == "ai.dkp"]
+    if impl == "custom":
+        (op,) = dkp
+        assert op.op_type == "SparseMatVecInteger" and not op.attribute
+        assert list(op.input[:7]) == [dql.output[0], roles["row_ptr"], roles["col_idx"], roles["values"],
+                                      roles["row_scale"], dql.output[1], dql.output[2]]
+        assert len(op.input) == 8  # Y0: the kron part + bias
+        from dkp_deploy.hub.schema import register_schemas
+
+        register_schemas()
+        inferred = onnx.shape_inference.infer_shapes(dyn, strict_mode=True, check_type=True)
+        (y,) = [v for v in [*inferred.graph.value_info, *inferred.graph.output] if v.name == op.output[0]]
+        assert y.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert y.type.tensor_type.shape.dim[-1].dim_value == 200
+    else:
+        assert not dkp and not any(o.domain == "ai.dkp" for o in dyn.opset_import)
+        (dq,) = [n for n in nodes if n.op_type == "DequantizeLinear"]
+        assert list(dq.input) == list(dql.output)
+    onnx.checker.check_model(dyn, full_check=True)
+
+
+@pytest.mark.parametrize("impl, quantize", impl_modes())
+def test_every_structure_and_the_lm(tmp_path, impl, quantize):
+    """kron, lmf, hmd, none and an undoped dense layer (left float), a step LM and a sequence LM: against the
+    test's float64 forward of the model with its dequantized weights (int8-dynamic: W_s inputs quantized).
+    int8-dynamic through several layers or steps: a file value an ulp from the float64 one could round to the
+    other uint8 step (~1e-3 here); these seeds have none, as measured."""
     for name, spec, mode in (("mlp", mlp(), "sequence"), ("lm", lstm_lm(), "step"), ("lms", lstm_lm(), "sequence")):
-        path = to_onnx(spec, tmp_path / f"{name}.onnx", sparse_impl=impl, mode=mode, quantize="int8", quiet=True)
+        path = to_onnx(spec, tmp_path / f"{name}.onnx", sparse_impl=impl, mode=mode, quantize=quantize, quiet=True)
         ref_spec = spec.map_matrices(_dequantized)
         feeds = signature.random_feeds(spec, mode, batch=3, seed=4, **({"time": 6} if mode == "sequence" else {}))
         out = runtime.run(path, feeds)
-        for k, want in reference.run(ref_spec, feeds, mode).items():
-            np.testing.assert_allclose(out[k], want, rtol=0, atol=2e-6, err_msg=f"{name}: {k}")
+        want = forward(ref_spec, feeds, mode, quantize)
+        for k, ref in reference.run(ref_spec, feeds, mode).items():
+            if quantize == "int8":
+                np.testing.assert_allclose(want[k], ref, rtol=0, atol=1e-12)  # the test's forward is the reference
+            np.testing.assert_allclose(out[k], want[k], rtol=0, atol=2e-6, err_msg=f"{name}: {k}")
+        if quantize == DYN:  # the validator's int8-dynamic reference is the test's
+            from dkp_deploy.quantize import dynamic_roundtrip
+
+            got = reference.run(ref_spec, feeds, mode, sparse_input=dynamic_roundtrip)
+            for k, ref in want.items():
+                np.testing.assert_allclose(got[k], ref, rtol=0, atol=1e-9, err_msg=f"{name}: {k}")
         report = validate(spec, path)
         assert report.passed, report.table()
-        assert any("int8" in n for n in report.notes)
+        assert any(quantize in n for n in report.notes)
 
 
-def test_validation_fails_when_a_scale_is_wrong(tmp_path):
+@pytest.mark.parametrize("impl", [pytest.param("custom", marks=INTEGER_OP), "portable"])
+def test_dynamic_lstm_sequence(tmp_path, impl):
+    """A 2-layer LSTM (kron and hmd gates on [x_t, h]) over T = 7 with a state in: every step's W_s input
+    quantized over [batch, I + H], against the test's forward; validate() passes."""
+    from _onnx_models import lstm
+
+    spec = lstm()
+    path = to_onnx(spec, tmp_path / "lstm.onnx", sparse_impl=impl, quantize=DYN, quiet=True)
+    feeds = signature.random_feeds(spec, "sequence", batch=4, time=7, seed=5)
+    out = runtime.run(path, feeds)
+    for k, want in forward(spec.map_matrices(_dequantized), feeds, "sequence", DYN).items():
+        np.testing.assert_allclose(out[k], want, rtol=0, atol=2e-6, err_msg=k)
+    report = validate(spec, path)
+    assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("impl, quantize", impl_modes())
+def test_validation_fails_when_a_scale_is_wrong(tmp_path, impl, quantize):
     spec = single(doped(np.random.default_rng(2), 40, 30, "kron", kron=((8, 6), (5, 5)), density=0.2))
-    path = to_onnx(spec, tmp_path / "q.onnx", quantize="int8", quiet=True)
+    path = to_onnx(spec, tmp_path / "q.onnx", sparse_impl=impl, quantize=quantize, quiet=True)
+    assert validate(spec, path).passed
     model = onnx.load(str(path))
     for t in model.graph.initializer:
         if t.name == "fc/W_s/row_scale":
@@ -121,12 +363,19 @@ def test_validation_fails_when_a_scale_is_wrong(tmp_path):
     assert [r.passed for r in report.rows if r.kind == "layer" and r.name == "fc"] == [False]
 
 
-def test_quantize_refuses_what_it_does_not_cover(tmp_path):
+@pytest.mark.parametrize("quantize", MODES)
+def test_quantize_refuses_what_it_does_not_cover(tmp_path, quantize):
+    from dkp_deploy.converters.onnx.model import hub
+    from dkp_deploy.export import write
+
     spec = single(doped(np.random.default_rng(3), 8, 6, "kron", kron=((4, 2), (2, 3))))
     with pytest.raises(ValueError, match="quantize"):
-        to_onnx(spec, tmp_path / "d.onnx", sparse_impl="dense", quantize="int8", quiet=True)
+        to_onnx(spec, tmp_path / "d.onnx", sparse_impl="dense", quantize=quantize, quiet=True)
     with pytest.raises(ValueError, match="quantize must be"):
         to_onnx(spec, tmp_path / "d.onnx", quantize="int4", quiet=True)
+    for name, impl in (("q.tflite", "custom"), ("d.onnx", "dense")):
+        with pytest.raises(InputError, match="quantize"):
+            write(hub(spec, quiet=True), tmp_path / name, impl, quantize)
 
 
 class _Tagger(nn.Module):
@@ -159,43 +408,103 @@ def test_general_path_exports_and_validates_against_its_hub(tmp_path):
         want = model.double()(torch.from_numpy(x)).numpy()
     err = np.abs(y - want).max()
     assert 1e-6 < err < 0.05 * np.abs(want).max()
+    # int8-dynamic from the same hub (no second torch export): validates against it; its W_s inputs quantized
+    from dkp_deploy.export import load_hub, write
+    from dkp_deploy.hub import reference as hub_reference
+    from dkp_deploy.quantize import dequantize_hub
+
+    for impl in ("custom", "portable"):
+        dyn = write(load_hub(hub), tmp_path / f"d_{impl}.onnx", impl, DYN)
+        report = validate_export(dyn, hub=hub)
+        assert report.passed, report.table()
+        (yd,) = runtime.run(dyn, {"ids": x}).values()
+        # the float64 hub with the dequantized weights and the test's own DynamicQuantizeLinear round trip
+        (ref,) = hub_reference.run(dequantize_hub(onnx.load(str(hub))), {"ids": x}, sparse_input=roundtrip).values()
+        np.testing.assert_allclose(yd, ref, rtol=0, atol=2e-6 * max(1, np.abs(ref).max()), err_msg=impl)
+        assert np.abs(yd - y).max() > 1e-5  # not the weights-only function
 
 
-def test_cli_quantize(tmp_path, capsys):
+class _TiedEmbedding(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(24, 16)
+        self.fc = nn.Linear(16, 24)
+        self.fc.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.tanh(self.emb(ids)))
+
+
+@pytest.mark.parametrize("impl", [pytest.param("custom", marks=INTEGER_OP), "portable"])
+def test_dynamic_doped_embedding_and_tied_decoder(tmp_path, impl):
+    """A doped embedding (DopedGather: no activation, the int8 file's lookup) and its tied doped decoder (W_s input
+    quantized): against the float64 hub with the dequantized weights and the test's round trip; validates."""
+    from dkp_deploy.export import load_hub, write
+    from dkp_deploy.hub import reference as hub_reference
+    from dkp_deploy.quantize import dequantize_hub
+
+    torch.manual_seed(1)
+    model = dkp_deploy.compress(_TiedEmbedding().eval(), cf=2, include=["emb", "fc"])
+    ids = torch.randint(0, 24, (3, 4))
+    dyn_shapes = {"ids": {0: torch.export.Dim("batch"), 1: torch.export.Dim("time")}}
+    hub = dkp_deploy.export(model, (ids,), tmp_path / "hub.onnx", dynamic_shapes=dyn_shapes, sparse_impl="hub")
+    int8 = onnx.load(str(write(load_hub(hub), tmp_path / "q8.onnx", impl, "int8")))
+    path = write(load_hub(hub), tmp_path / "qd.onnx", impl, DYN)
+    dyn = onnx.load(str(path))
+    assert {t.name for t in dyn.graph.initializer} == {t.name for t in int8.graph.initializer}
+    layers = json.loads({p.key: p.value for p in dyn.metadata_props}["dkp.layers"])
+    assert sum(info.get("kind") == "embedding" for info in layers.values()) == 1
+    assert sum(n.op_type == "DynamicQuantizeLinear" for n in dyn.graph.node) == 1  # the decoder's W_s only
+    x = np.random.default_rng(2).integers(0, 24, (2, 5))
+    (y,) = runtime.run(path, {"ids": x}).values()
+    (ref,) = hub_reference.run(dequantize_hub(onnx.load(str(hub))), {"ids": x}, sparse_input=roundtrip).values()
+    np.testing.assert_allclose(y, ref, rtol=0, atol=2e-6 * max(1, np.abs(ref).max()))
+    report = validate_export(path, hub=hub)
+    assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("quantize", [pytest.param("int8"), pytest.param(DYN, marks=INTEGER_OP)])
+def test_cli_quantize(tmp_path, capsys, quantize):
     from _onnx_models import mlp as make_mlp
 
     ckpt = tmp_path / "m.pt"
     dkp_deploy.save(make_mlp(), ckpt)
     out = tmp_path / "m.onnx"
-    assert cli.convert_main([str(ckpt), "-o", str(out), "--quantize", "int8", "--json"]) == 0
+    assert cli.convert_main([str(ckpt), "-o", str(out), "--quantize", quantize, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["quantize"] == "int8" and out.exists()
-    assert cli.validate_main([str(ckpt), str(out)]) == 0
-    capsys.readouterr()
+    assert summary["quantize"] == quantize and out.exists()
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["dkp.quantize"] == quantize
+    assert cli.validate_main([str(ckpt), str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    tol = {r["tol"] for r in report["rows"] if r["kind"] == "e2e"}
+    from dkp_deploy.validate import INT8_DYNAMIC_ATOL
+
+    assert tol == {INT8_DYNAMIC_ATOL if quantize == DYN else 1e-4}
     for extra in (["-o", str(tmp_path / "m.tflite")], ["-o", str(tmp_path / "d.onnx"), "--sparse-impl", "dense"]):
-        assert cli.convert_main([str(ckpt), *extra, "--quantize", "int8"]) == 2
+        assert cli.convert_main([str(ckpt), *extra, "--quantize", quantize]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--quantize" in err[0]
+    assert not (tmp_path / "m.tflite").exists() and not (tmp_path / "d.onnx").exists()
 
 
-def test_untied_embedding_table_is_int8_and_tied_stays_float(tmp_path):
+@pytest.mark.parametrize("quantize", [pytest.param("int8"), pytest.param(DYN, marks=INTEGER_OP)])
+def test_untied_embedding_table_is_int8_and_tied_stays_float(tmp_path, quantize):
     """An embedding table only Gather reads is stored int8 (rows scaled at run time); a tied one stays float."""
-    from dkp_deploy.spec import Embedding, Linear, ModelSpec
-
     tied = lstm_lm(vocab=50)
     emb, lstm, dec = tied.blocks
     rng = np.random.default_rng(9)
     w = DopedMatrix(dec.weight.shape, "dense", {"W": (0.5 * rng.standard_normal(dec.weight.shape)).astype(np.float32)})
     untied = ModelSpec("lstm_lm", [emb, lstm, Linear(dec.name, w, dec.bias)])
     for spec, int8_table in ((untied, True), (tied, False)):
-        path = to_onnx(spec, tmp_path / "lm.onnx", mode="step", quantize="int8", quiet=True)
+        path = to_onnx(spec, tmp_path / "lm.onnx", mode="step", quantize=quantize, quiet=True)
         kinds = {t.data_type for t in onnx.load(str(path)).graph.initializer if list(t.dims) == [50, 4]}
         assert (onnx.TensorProto.INT8 in kinds) == int8_table
         table = int8_rows(emb.weight).astype(np.float32) if int8_table else emb.weight
         ref_spec = ModelSpec("lstm_lm", [Embedding(emb.name, table), *spec.map_matrices(_dequantized).blocks[1:]])
         feeds = signature.random_feeds(spec, "step", batch=4, seed=3)
         out = runtime.run(path, feeds)
-        for k, want in reference.run(ref_spec, feeds, "step").items():
+        for k, want in forward(ref_spec, feeds, "step", quantize).items():
             np.testing.assert_allclose(out[k], want, rtol=0, atol=2e-6, err_msg=k)
         assert validate(spec, path).passed
 

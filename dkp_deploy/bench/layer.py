@@ -22,6 +22,10 @@ CFS = (10, 20, 25)
 BATCHES = (1, 8)
 SHAPE = (2600, 1300)
 ORT_IMPLS = ("custom", "portable")
+# int8 weights with float activations, and with the sparse half's activations quantized at run time (integer
+# products): the second is what onnxruntime's quantize_dynamic does to the dense layer
+INT8_MODES = ("int8", "int8-dynamic")
+INT8_IMPLS = tuple(f"custom {m}" for m in INT8_MODES)
 
 
 def run(
@@ -48,8 +52,9 @@ def run(
         for cf, spec in specs.items():
             for impl in ORT_IMPLS:
                 files["ort", (impl, cf)] = to_onnx_file(to_onnx, spec, Path(tmp) / f"{impl}_{cf}.onnx", impl)
-            files["ort", ("custom int8", cf)] = to_onnx_file(to_onnx, spec, Path(tmp) / f"custom_int8_{cf}.onnx",
-                                                             "custom", quantize="int8")
+            for mode in INT8_MODES:
+                path = Path(tmp) / f"custom_{mode}_{cf}.onnx"
+                files["ort", (f"custom {mode}", cf)] = to_onnx_file(to_onnx, spec, path, "custom", quantize=mode)
         if tflite:
             files["tflite", "dense"] = Path(tmp) / "dense.tflite"
             to_tflite(dense_spec, files["tflite", "dense"], quiet=True)
@@ -101,10 +106,10 @@ def run(
                                         "ORT int8 dense": files["ort", "int8"].stat().st_size,
                                         "custom": files["ort", ("custom", cf)].stat().st_size,
                                         "custom int8": files["ort", ("custom int8", cf)].stat().st_size}
-                for impl in (*ORT_IMPLS, "custom int8"):
+                for impl in (*ORT_IMPLS, *INT8_IMPLS):
                     rows.append(_row(common, "ORT", impl, t["ort", (impl, cf)], t["ort", "dense"]))
                 # against onnxruntime's int8 dynamic quantization of the dense layer
-                for impl in ("custom", "custom int8"):
+                for impl in ("custom", *INT8_IMPLS):
                     rows.append(_row(common, "ORT vs int8", impl, t["ort", (impl, cf)], t["ort", "int8"]))
                 if ("ort2", ("custom", cf)) in t:  # intra-op threads: 2 against 1, same file, same rounds
                     rows.append(_row(common, "ORT 2 threads vs 1", "custom", t["ort2", ("custom", cf)],

@@ -31,6 +31,9 @@ SHAPES = (MEDIUM[10], MEDIUM[20], MEDIUM[25], LARGE)
 # the LM steps also exported by the general path (torch needed; else skipped)
 GENERAL_SHAPES = (MEDIUM[25].name, QUICK.name)
 ORT_IMPLS = ("custom", "portable", "dense")
+# the doped files in int8 (custom op) by quantize mode: weights only, and with the sparse half's activations
+# quantized at run time like onnxruntime's quantize_dynamic (integer products)
+INT8_IMPLS = {"custom_int8": "int8", "custom_int8dyn": "int8-dynamic"}
 
 
 def weight_costs(spec: ModelSpec) -> dict[str, int]:
@@ -87,12 +90,12 @@ def run(
             fns, sizes = {}, {}
             for part, spec in (("lstm", lstm_spec), ("lm", lm_spec), ("lmd", lmd_spec)):
                 feeds = random_feeds(spec, "step", batch=batch, seed=1)
-                for impl in (*ORT_IMPLS, "custom_int8") if part != "lmd" else ("custom", "custom_int8"):
-                    if part == "lm" and impl == "custom_int8":
+                for impl in (*ORT_IMPLS, *INT8_IMPLS) if part != "lmd" else ("custom", *INT8_IMPLS):
+                    if part == "lm" and impl in INT8_IMPLS:
                         continue  # the int8 doped model that counts is the one with its decoder doped too
                     path = d / f"{part}_{impl}.onnx"
-                    to_onnx(spec, path, sparse_impl=impl.removesuffix("_int8"), mode="step", quiet=True,
-                            quantize="int8" if impl.endswith("_int8") else None)
+                    to_onnx(spec, path, sparse_impl="custom" if impl in INT8_IMPLS else impl, mode="step",
+                            quiet=True, quantize=INT8_IMPLS.get(impl))
                     sizes[part, impl] = path.stat().st_size
                     fns[part, impl] = ort_runner(ort_session(path, threads), feeds)
                 if part != "lmd":
@@ -116,8 +119,8 @@ def run(
                     sizes[part, "tflite_1x4"] = blocked.stat().st_size
                     fns[part, "tflite_1x4"] = tflite_runner(blocked, feeds, threads)
             groups = [[(part, impl) for impl in (*ORT_IMPLS, "int8")] for part in ("lstm", "lm")]
-            groups[0].append(("lstm", "custom_int8"))
-            groups[1] += [("lmd", "custom"), ("lmd", "custom_int8")]  # in the LM's rounds, next to dense and int8
+            groups[0] += [("lstm", impl) for impl in INT8_IMPLS]
+            groups[1] += [("lmd", "custom"), *(("lmd", impl) for impl in INT8_IMPLS)]  # next to dense and int8
             if ("lm", "general") in fns:
                 fns["lm", "custom_g"] = fns["lm", "custom"]
                 groups.append([("lm", "custom_g"), ("lm", "general")])
@@ -168,8 +171,10 @@ def _row(shape, lstm_spec, lm_spec, t, sizes, batch, tflite) -> dict[str, Any]:
     row["speedup_lmd_custom"] = t["lm", "dense"].seconds / t["lmd", "custom"].seconds
     row["lmd_custom_vs_int8"] = t["lm", "int8"].seconds / t["lmd", "custom"].seconds
     # the doped files stored in int8 (quantize="int8") against onnxruntime's int8 dense ones: speed and bytes
-    row["lstm_custom_int8_vs_int8"] = t["lstm", "int8"].seconds / t["lstm", "custom_int8"].seconds
-    row["lmd_custom_int8_vs_int8"] = t["lm", "int8"].seconds / t["lmd", "custom_int8"].seconds
+    # (custom_int8dyn: the same files with the sparse half's activations quantized at run time, integer products)
+    for impl in INT8_IMPLS:
+        row[f"lstm_{impl}_vs_int8"] = t["lstm", "int8"].seconds / t["lstm", impl].seconds
+        row[f"lmd_{impl}_vs_int8"] = t["lm", "int8"].seconds / t["lmd", impl].seconds
     row["lstm_int8_file_ratio"] = sizes["lstm", "int8"] / sizes["lstm", "custom_int8"]
     row["lmd_int8_file_ratio"] = sizes["lm", "int8"] / sizes["lmd", "custom_int8"]
     if ("lm", "general") in t:  # the general path's file over the native one, timed side by side

@@ -90,6 +90,7 @@ def model_table(rows: list[dict[str, Any]]) -> list[Table]:
         "whole LM ORT custom", "whole LM bytes bound", "LSTM step: ORT int8 dense / doped vs int8",
         "whole LM: ORT int8 dense / doped vs int8", "LM, decoder doped too: vs dense / vs int8",
         "int8 doped vs ORT int8: LSTM step (file) / LM, decoder doped (file)",
+        "int8-dynamic doped vs ORT int8: LSTM step / LM, decoder doped",
         "LM step general path (speed vs native)",
     ]
     body = []
@@ -118,6 +119,7 @@ def model_table(rows: list[dict[str, Any]]) -> list[Table]:
             f"{_x(r.get('speedup_lmd_custom'))} / {_x(r.get('lmd_custom_vs_int8'))}",
             f"{_x(r.get('lstm_custom_int8_vs_int8'))} ({_x(r.get('lstm_int8_file_ratio'), 1)} smaller) / "
             f"{_x(r.get('lmd_custom_int8_vs_int8'))} ({_x(r.get('lmd_int8_file_ratio'), 1)} smaller)",
+            f"{_x(r.get('lstm_custom_int8dyn_vs_int8'))} / {_x(r.get('lmd_custom_int8dyn_vs_int8'))}",
             _x(r.get("general_vs_native_lm")),
         ])
     batch = rows[0]["batch"] if rows else 1
@@ -151,10 +153,14 @@ def targets(layer_rows: list[dict[str, Any]], model_rows: list[dict[str, Any]]) 
             add("2x650 LSTM step at 25x, ORT custom vs dense (LSTM layers alone)", r["speedup_lstm_custom"], TARGET,
                 bytes_bound=r["bytes_bound_lstm"], mac_bound=r["mac_reduction_lstm"])
             add("2x650 LSTM step at 25x, int8 doped vs ORT int8 dense", r.get("lstm_custom_int8_vs_int8"), 3.0)
+            add("2x650 LSTM step at 25x, int8-dynamic doped vs ORT int8 dense", r.get("lstm_custom_int8dyn_vs_int8"),
+                3.0)
             add("2x650 LSTM step at 25x, ORT int8 dense file / int8 doped file", r.get("lstm_int8_file_ratio"), 8.0)
             add("whole 2x650 LM step, decoder doped (fp32) vs ORT int8 dense LM", r.get("lmd_custom_vs_int8"), 3.0)
             add("whole 2x650 LM step, decoder doped (int8) vs ORT int8 dense LM", r.get("lmd_custom_int8_vs_int8"),
                 3.0)
+            add("whole 2x650 LM step, decoder doped (int8-dynamic) vs ORT int8 dense LM",
+                r.get("lmd_custom_int8dyn_vs_int8"), 3.0)
     for r in layer_rows:
         if (r["shape"], r["cf"]) != ("2600x1300", 20):
             continue
@@ -167,9 +173,9 @@ def targets(layer_rows: list[dict[str, Any]], model_rows: list[dict[str, Any]]) 
             if sizes.get("custom int8"):
                 add(f"doped layer {r['shape']} at 20x, ORT int8 dense file / int8 doped file",
                     sizes["ORT int8 dense"] / sizes["custom int8"], 6.0)
-        elif key[1:] == ("ORT vs int8", "custom int8") and key[0] in (1, 8):
-            add(f"doped layer {r['shape']} at 20x, int8 doped vs ORT int8 dense, batch {key[0]}", r["speedup"],
-                3.0 if key[0] == 1 else 2.0)
+        elif key[1] == "ORT vs int8" and key[2] in ("custom int8", "custom int8-dynamic") and key[0] in (1, 8):
+            add(f"doped layer {r['shape']} at 20x, {key[2].removeprefix('custom ')} doped vs ORT int8 dense, "
+                f"batch {key[0]}", r["speedup"], 3.0 if key[0] == 1 else 2.0)
         elif key == (8, "ORT 2 threads vs 1", "custom"):
             add(f"doped layer {r['shape']} at 20x, batch 8, 2 intra-op threads vs 1", r["speedup"], 1.6)
     return out

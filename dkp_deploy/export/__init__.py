@@ -113,7 +113,8 @@ def write(hub_model: onnx.ModelProto, path: str | os.PathLike, sparse_impl: str 
           quantize: str | None = None) -> Path:
     """Lower `hub_model` for `sparse_impl` (or keep it: "hub") and write it atomically to `path`; a `.tflite` path
     gets the TFLite translation (builtin ops; `sparse_impl` does not apply). `quantize="int8"`: the doped matrices
-    in int8 (`dkp_deploy.quantize`; custom and portable .onnx only)."""
+    in int8 (`dkp_deploy.quantize`; custom and portable .onnx only); `"int8-dynamic"`: the same weights, and each
+    W_s product's input quantized to uint8 at run time (DynamicQuantizeLinear)."""
     p = Path(path)
     if p.suffix.lower() not in TARGETS:
         raise InputError(f"unknown target {p.suffix or '(no extension)'!r}: export writes .onnx or .tflite", p)
@@ -161,7 +162,8 @@ def load_hub(path: str | os.PathLike) -> onnx.ModelProto:
 
 def convert(source: str | os.PathLike, path: str | os.PathLike, *, sparse_impl: str = "custom",
             opset: int = DEFAULT_OPSET, quantize: str | None = None) -> Path:
-    """dkp-convert's general inputs: a hub `.onnx` (torch-free) or a `.pt2` from `program` + `torch.export.save`."""
+    """dkp-convert's general inputs: a hub `.onnx` (torch-free) or a `.pt2` from `program` + `torch.export.save`.
+    `quantize`: None, "int8" or "int8-dynamic", as `write` takes it."""
     src = Path(source)
     if src.suffix.lower() == ".pt2":
         import torch
@@ -201,7 +203,8 @@ def export(
     which `dkp-convert` lowers later without torch). Every DopedLinear becomes one doped node; the other layers
     stay standard ops; recurrent modules become Scan bodies (right at any T). `mode="step"`: each recurrence as
     one time step without Scan (export with T = 1: x_t and states in, outputs and states out).
-    `quantize="int8"`: doped matrices stored in int8 (weights only; see `dkp_deploy.quantize`).
+    `quantize="int8"`: doped matrices stored in int8 (weights only; see `dkp_deploy.quantize`); `"int8-dynamic"`:
+    the same weights, and each W_s product's input quantized at run time (W8A8 dynamic; custom and portable).
     Writes atomically; returns the path.
     """
     if Path(path).suffix.lower() not in TARGETS:

@@ -2,11 +2,13 @@
 
 Floating-point initializers and feeds are promoted to float64; `DopedMatMul` runs as W = structured + W_s built
 densely in float64 from the node's own tensors, `DopedGather` as rows of the table kron(B, C) + W_s built so.
+`run(..., sparse_input=f)`: each doped (not "dense") DopedMatMul applies its W_s to f(x) instead of x, as
+int8-dynamic files do (`dkp_deploy.quantize.dynamic_roundtrip`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -21,6 +23,7 @@ from .schema import DOMAIN
 
 class DopedMatMul(OpRun):
     op_domain = DOMAIN
+    sparse_input = None  # a subclass made by `run` sets the function W_s's input goes through
 
     def _run(self, x, f0=None, f1=None, f2=None, row_ptr=None, col_idx=None, values=None, bias=None,
              structure=None, shape=None, matrix=None):
@@ -30,7 +33,12 @@ class DopedMatMul(OpRun):
                                      domain=DOMAIN, structure=structure, shape=list(shape), matrix=matrix or "")
         arrays = {k: v for k, v in given.items() if v is not None}
         w, b = read_doped_matmul(node, arrays)
-        y = np.asarray(x, np.float64) @ w.dense(np.float64).T
+        f = type(self).sparse_input
+        x = np.asarray(x, np.float64)
+        if f is None or w.structure == "dense" or w.sparse is None or w.sparse.nnz == 0:
+            y = x @ w.dense(np.float64).T
+        else:
+            y = x @ w.structured_dense(np.float64).T + np.asarray(f(x), np.float64) @ w.sparse.to_dense().T
         if b is not None:
             y = y + b.astype(np.float64)
         return (y,)
@@ -104,9 +112,13 @@ def _forward_scans(graph: onnx.GraphProto) -> None:
         graph.initializer.extend(flip)
 
 
-def run(hub: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The hub's outputs for `feeds`, computed in float64."""
-    evaluator = ReferenceEvaluator(_promote(hub), new_ops=[DopedMatMul, DopedGather])
+def run(hub: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *,
+        sparse_input: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The hub's outputs for `feeds`, computed in float64 (`sparse_input`: see the module docstring)."""
+    matmul = DopedMatMul
+    if sparse_input is not None:  # the evaluator instantiates the class: the function rides on a subclass
+        matmul = type("DopedMatMul", (DopedMatMul,), {"sparse_input": staticmethod(sparse_input)})
+    evaluator = ReferenceEvaluator(_promote(hub), new_ops=[matmul, DopedGather])
     cast = {k: (np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v))
             for k, v in feeds.items()}
     names = [o.name for o in hub.graph.output]

@@ -7,13 +7,16 @@
 - ``SparseMatVec`` (lowered node, the C++ op in ops/): Y = X @ W_s^T (+ Y0); col_idx int32 or uint16.
 - ``SparseMatVecInt8`` (lowered node, the same C++ op with int8 values): inputs X, row_ptr, col_idx, values (int8),
   row_scale ([M], W_s[i, :] = row_scale[i] * values), Y0.
+- ``SparseMatVecInteger`` (lowered node of int8-dynamic files): inputs X (uint8, from DynamicQuantizeLinear),
+  row_ptr, col_idx, values (int8), row_scale, x_scale (float scalar), x_zero_point (uint8 scalar), Y0; Y (float) =
+  x_scale * row_scale[i] * sum_k values[k] * (X[..., col_idx[k]] - x_zero_point) (+ Y0), X's shape with last dim M.
 - ``DopedLinearRef``: the export front end's transient node (torch.onnx writes it, `dkp_deploy.export` rewrites
   it to a ``DopedMatMul`` before any file is written).
 """
 
 from __future__ import annotations
 
-from onnx import TypeProto, defs, shape_inference
+from onnx import TensorProto, TypeProto, defs, shape_inference
 
 DOMAIN = "ai.dkp"
 VERSION = 1
@@ -28,13 +31,13 @@ def _param(name: str, type_str: str, optional: bool = False, variadic: bool = Fa
     return defs.OpSchema.FormalParameter(name, type_str, param_option=kind, is_homogeneous=not variadic)
 
 
-def _rows_output(ctx: shape_inference.InferenceContext, rows: int | None) -> None:
-    """Y: X's element type, X's leading dims and `rows` (unknown when None) as the last one."""
+def _rows_output(ctx: shape_inference.InferenceContext, rows: int | None, elem_type: int | None = None) -> None:
+    """Y: X's element type (or `elem_type`), X's leading dims and `rows` (unknown when None) as the last one."""
     x = ctx.get_input_type(0)
     if x is None or not x.HasField("tensor_type"):
         return
     y = TypeProto()
-    y.tensor_type.elem_type = x.tensor_type.elem_type
+    y.tensor_type.elem_type = x.tensor_type.elem_type if elem_type is None else elem_type
     if x.tensor_type.HasField("shape") and len(x.tensor_type.shape.dim):
         for d in list(x.tensor_type.shape.dim)[:-1]:
             y.tensor_type.shape.dim.add().CopyFrom(d)
@@ -49,7 +52,7 @@ def _infer_doped_matmul(ctx: shape_inference.InferenceContext) -> None:
     _rows_output(ctx, shape.ints[0] if shape is not None and len(shape.ints) == 2 else None)
 
 
-def _infer_sparse_matvec(ctx: shape_inference.InferenceContext, y0: int = 4) -> None:
+def _infer_sparse_matvec(ctx: shape_inference.InferenceContext, y0: int = 4, elem_type: int | None = None) -> None:
     # M from row_ptr [M + 1] when its shape is static, else from Y0's last dim
     rows = None
     for i, minus in ((1, 1), (y0, 0)):
@@ -59,7 +62,7 @@ def _infer_sparse_matvec(ctx: shape_inference.InferenceContext, y0: int = 4) -> 
             if d.HasField("dim_value"):
                 rows = d.dim_value - minus
                 break
-    _rows_output(ctx, rows)
+    _rows_output(ctx, rows, elem_type)
 
 
 def _schemas() -> list[defs.OpSchema]:
@@ -96,6 +99,18 @@ def _schemas() -> list[defs.OpSchema]:
                           ("C", ["tensor(int32)", "tensor(uint16)"], "column indices"),
                           ("Q", ["tensor(int8)"], "int8 values")],
     )
+    sparse_integer = defs.OpSchema(
+        "SparseMatVecInteger", DOMAIN, VERSION,
+        doc="Y = x_scale * row_scale[i] * sum_k values[k] * (X[..., col_idx[k]] - x_zero_point) (+ Y0): the int8 "
+            "CSR W_s times uint8 X from DynamicQuantizeLinear; the C++ op in dkp_deploy's ops.",
+        inputs=[_param("X", "U"), _param("row_ptr", "I"), _param("col_idx", "C"), _param("values", "Q"),
+                _param("row_scale", "T"), _param("x_scale", "T"), _param("x_zero_point", "U"),
+                _param("Y0", "T", True)],
+        outputs=[_param("Y", "T")],
+        type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 row pointers"),
+                          ("C", ["tensor(int32)", "tensor(uint16)"], "column indices"),
+                          ("Q", ["tensor(int8)"], "int8 values"), ("U", ["tensor(uint8)"], "uint8 activations")],
+    )
     ref = defs.OpSchema(
         "DopedLinearRef", DOMAIN, VERSION,
         doc="Transient node of dkp_deploy.export: a doped linear layer's input and parameters, never in a file.",
@@ -117,7 +132,9 @@ def _schemas() -> list[defs.OpSchema]:
     doped.set_type_and_shape_inference_function(_infer_doped_matmul)
     sparse.set_type_and_shape_inference_function(_infer_sparse_matvec)
     sparse_int8.set_type_and_shape_inference_function(lambda ctx: _infer_sparse_matvec(ctx, y0=5))
-    return [doped, sparse, sparse_int8, ref, rec]
+    sparse_integer.set_type_and_shape_inference_function(
+        lambda ctx: _infer_sparse_matvec(ctx, y0=7, elem_type=TensorProto.FLOAT))
+    return [doped, sparse, sparse_int8, sparse_integer, ref, rec]
 
 
 def register_schemas() -> None:

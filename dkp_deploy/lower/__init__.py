@@ -79,7 +79,7 @@ def lower_graph(
     for name, array in arrays.items():  # a lowered tensor equal to one the graph holds (tied weights) is shared
         if name not in free:
             g.adopt(name, array)
-    tables = gather_tables(graph) if quantize else set()  # embedding tables an int8 file stores as int8
+    tables = gather_tables(graph) if quantize else set()  # embedding tables int8 files (both modes) store as int8
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         if node.op_type == "Gather" and node.input and node.input[0] in tables:
@@ -180,13 +180,14 @@ def _type_custom_outputs(model: onnx.ModelProto) -> None:
 def lower(hub: onnx.ModelProto, impl: str = "custom", quantize: str | None = None) -> onnx.ModelProto:
     """A lowered copy of `hub` for `impl` (custom, portable or dense), with the dkp.layers metadata.
 
-    `quantize="int8"`: the doped matrices in the int8 forms of `dkp_deploy.quantize` (custom and portable)."""
+    `quantize="int8"`: the doped matrices in the int8 forms of `dkp_deploy.quantize` (custom and portable);
+    `"int8-dynamic"`: the same, with each W_s product's input quantized at run time (DynamicQuantizeLinear)."""
     if impl not in SPARSE_IMPLS:
         raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {impl!r}")
     check_mode(quantize)
     if quantize and impl == "dense":
-        raise ValueError("quantize='int8' applies to the doped lowerings (custom, portable); for a dense int8 "
-                         "baseline use onnxruntime.quantization.quantize_dynamic")
+        raise ValueError(f"quantize={quantize!r} applies to the doped lowerings (custom, portable); for a dense "
+                         "int8 baseline use onnxruntime.quantization.quantize_dynamic")
     model = onnx.ModelProto()
     model.CopyFrom(hub)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

@@ -84,7 +84,8 @@ def _sparse_rows(g: Graph, ids: str, y: str, w: DopedMatrix, scope: str, roles: 
 def lower_doped_gather(g: Graph, node: onnx.NodeProto, arrays: Mapping[str, np.ndarray], impl: str,
                        quantize: str | None = None) -> tuple[str, dict]:
     """Emit the lowering of one DopedGather into `g`, its output named as the node's; (table name, dkp.layers entry).
-    `quantize="int8"`: the forms of `dkp_deploy.quantize` (custom and portable)."""
+    `quantize="int8"` or `"int8-dynamic"`: the forms of `dkp_deploy.quantize` (custom and portable; a lookup has
+    no activation to quantize, so both modes write the same nodes)."""
     w = read_doped_gather(node, arrays)
     name = matrix_name(node)
     ids, (v, d) = node.input[0], w.shape

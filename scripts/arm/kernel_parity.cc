@@ -3,7 +3,8 @@
 // product written here. The ONNX models of `make arm-check` feed 2 or more rows, so they never reach the batch-1
 // SELL-8 kernels (float and int8 values); this program covers every path:
 // batch 1 (SELL-8 float, SELL-8 int8, CSR), 2-4 (width 4), 5-8 (width 8), 9-16 (width 16), 17 and 33 (several
-// blocks, a last block of one row), with Y0, empty rows, explicit zeros, densities 1%-100%.
+// blocks, a last block of one row), with Y0, empty rows, explicit zeros, densities 1%-100%; and IntegerEll (batch 1
+// of SparseMatVecInteger: uint8 x with a zero point, integer tiles where the CPU has them).
 // Exit status 0 when every element is within 1e-5 of the sum of |terms| (+1e-6), else 1.
 #include "sparse_matvec.cc"  // the kernels live in an anonymous namespace: one translation unit
 
@@ -52,6 +53,30 @@ int main() {
     }
     Csr wq = w;
     wq.values = deq.data();
+    {
+      const dkp::IntegerEll iell(w, min_cols, q.data(), scale.data());
+      std::vector<uint8_t> xq(static_cast<size_t>(n));
+      for (uint8_t& e : xq) e = static_cast<uint8_t>(gen() % 256);
+      const uint8_t zp = static_cast<uint8_t>(gen() % 256);
+      const float xs = 0.01f + static_cast<float>(gen() % 100) * 1e-3f;
+      std::vector<float> y0(static_cast<size_t>(m)), y(static_cast<size_t>(m));
+      for (float& e : y0) e = uni(gen);
+      iell.matvec(xq.data(), zp, xs, y0.data(), y.data());
+      ++products;
+      for (int i = 0; i < m; ++i) {
+        double ref = y0[i], mag = std::fabs(ref);
+        for (int k = rp[i]; k < rp[i + 1]; ++k) {
+          const double t = static_cast<double>(deq[k]) * xs * (static_cast<int>(xq[ci[k]]) - zp);
+          ref += t;
+          mag += std::fabs(t);
+        }
+        ++checked;
+        if (!(std::fabs(y[i] - ref) <= 1e-5 * mag + 1e-6)) {
+          if (bad < 5) std::printf("MISMATCH m=%d n=%d integer row %d: %.9g, float64 %.9g\n", m, n, i, y[i], ref);
+          ++bad;
+        }
+      }
+    }
     for (int batch : {1, 2, 3, 4, 5, 8, 9, 12, 16, 17, 33}) {
       std::vector<float> x(static_cast<size_t>(batch) * n), y0(static_cast<size_t>(batch) * m),
           y(static_cast<size_t>(batch) * m);
@@ -84,7 +109,7 @@ int main() {
       }
     }
   }
-  std::printf("kernel_parity (%s kernels): %lld products, %lld elements, %lld mismatches\n", dkp::csr_matmul_isa(),
-              static_cast<long long>(products), static_cast<long long>(checked), static_cast<long long>(bad));
+  std::printf("kernel_parity (%s kernels, integer tiles %s): %lld products, %lld elements, %lld mismatches\n", dkp::csr_matmul_isa(),
+              dkp::integer_tiles_isa(), static_cast<long long>(products), static_cast<long long>(checked), static_cast<long long>(bad));
   return bad == 0 ? 0 : 1;
 }

@@ -8,6 +8,9 @@
   (the baseline). Column indices are uint16 where N <= 65536 (6 bytes per non-zero instead of 8).
 - ``quantize="int8"`` (custom and portable): the forms of `dkp_deploy.quantize` (int8 factors turned to float by
   Cast + Mul, folded at load; int8 W_s values with per-row scales: ``ai.dkp::SparseMatVecInt8`` or Cast + Mul).
+- ``quantize="int8-dynamic"``: the same tensors; W_s's input x goes through ``DynamicQuantizeLinear`` (uint8, per
+  tensor) first: ``custom`` = ``ai.dkp::SparseMatVecInteger`` on the integers, ``portable`` = DequantizeLinear of
+  them into the int8 path above. The structured part reads the float x.
 
 Every lowering records in `roles` which initializer holds which part, so `exported.load_exported` can rebuild W
 from the file's own tensors.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-from ...quantize import check_mode, quantize_csr, quantize_rows
+from ...quantize import DYNAMIC, check_mode, quantize_csr, quantize_rows
 from ...spec import CSR, DopedMatrix
 from .graph import DKP_DOMAIN, Graph
 
@@ -186,7 +189,8 @@ def lower(
 ) -> str:
     """Emit y = W @ x + bias for 2-D x [batch, N]; return the name of y [batch, M]. Fills `roles`.
 
-    `quantize="int8"` writes the doped parts in int8 (undoped "dense" matrices and the dense impl stay float)."""
+    `quantize="int8"` writes the doped parts in int8 (undoped "dense" matrices and the dense impl stay float);
+    `quantize="int8-dynamic"` also quantizes W_s's input at run time (`dkp_deploy.quantize`)."""
     if impl not in SPARSE_IMPLS:
         raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {impl!r}")
     check_mode(quantize)
@@ -216,6 +220,12 @@ def lower(
         roles["row_scale"] = rs = g.init(f"{scope}/W_s/row_scale", row_scale)
     else:
         roles["values"] = vals = g.init(f"{scope}/W_s/values", _f32(sp.values))
+    if quantize == DYNAMIC:  # W_s reads x as uint8 (one scale and zero point over the whole [batch, N] tensor)
+        xq, xs, xzp = g.node("DynamicQuantizeLinear", [x], f"{scope}/W_s/quantize_x", outputs=3)
+        if impl == "custom":
+            return g.node("SparseMatVecInteger", [xq, rp, ci, vals, rs, xs, xzp] + ([y0] if y0 else []),
+                          f"{scope}/sparse_matvec", domain=DKP_DOMAIN)
+        x = g.node("DequantizeLinear", [xq, xs, xzp], f"{scope}/W_s/dequantize_x")
     if impl == "custom":
         op, scales = ("SparseMatVecInt8", [rs]) if quantize else ("SparseMatVec", [])
         return g.node(op, [x, rp, ci, vals, *scales] + ([y0] if y0 else []), f"{scope}/sparse_matvec",
