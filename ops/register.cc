@@ -126,11 +126,12 @@ void run_row_part(void* data, size_t p) {
   }
 }
 
-// SparseMatVecInteger with integer tiles: one row of X per task.
+// SparseMatVecInteger with integer tiles: a block of up to kIntegerBlock rows of X per task.
+constexpr int64_t kIntegerBlock = 8;
 struct IntegerRows {
   const dkp::IntegerEll* ell;
   const uint8_t* x;
-  int64_t n;
+  int64_t batch, n;
   uint8_t zero_point;
   float x_scale;
   const float* y0;
@@ -139,11 +140,13 @@ struct IntegerRows {
   int64_t m;
 };
 
-void run_integer_row(void* data, size_t b) {
+void run_integer_rows(void* data, size_t k) {
   const IntegerRows& job = *static_cast<const IntegerRows*>(data);
-  const int64_t r = static_cast<int64_t>(b);
-  const float* y0 = job.y0 ? (job.y0_broadcast ? job.y0 : job.y0 + r * job.m) : nullptr;
-  job.ell->matvec(job.x + r * job.n, job.zero_point, job.x_scale, y0, job.y + r * job.m);
+  const int64_t b = static_cast<int64_t>(k) * kIntegerBlock;
+  const int64_t rows = std::min(kIntegerBlock, job.batch - b);
+  const float* y0 = job.y0 ? (job.y0_broadcast ? job.y0 : job.y0 + b * job.m) : nullptr;
+  job.ell->matmul(job.x + b * job.n, rows, job.n, job.zero_point, job.x_scale, y0, job.y0_broadcast,
+                  job.y + b * job.m);
 }
 
 // Releases a status we only inspect, and keeps its message.
@@ -354,16 +357,16 @@ struct Kernel {
     if (!spec->integer_x) return product(ctx, csr, static_cast<const float*>(x.data), batch, n, y0s, y0_broadcast, ys);
     const uint8_t* xq = static_cast<const uint8_t*>(x.data);
     if (iell && iell->tile_steps() > 0) {
-      // Row by row through the integer tiles (each row costs less than a row of the batched float product), on
-      // onnxruntime's thread pool when there are several.
-      IntegerRows job{iell.get(), xq, n, zero_point, x_scale, y0s, y0_broadcast, ys, csr.rows};
-      if (batch >= 2 && g_api_parallel) {
-        if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_integer_row, static_cast<size_t>(batch),
-                                                                   0, &job)) {
+      // Through the integer tiles, up to 4 rows of X per pass over W, in blocks of rows on onnxruntime's thread
+      // pool when there are several.
+      IntegerRows job{iell.get(), xq, batch, n, zero_point, x_scale, y0s, y0_broadcast, ys, csr.rows};
+      const size_t blocks = static_cast<size_t>((batch + kIntegerBlock - 1) / kIntegerBlock);
+      if (blocks >= 2 && g_api_parallel) {
+        if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_integer_rows, blocks, 0, &job)) {
           return error(take_message(api, st));
         }
       } else {
-        for (int64_t b = 0; b < batch; ++b) run_integer_row(&job, static_cast<size_t>(b));
+        for (size_t k = 0; k < blocks; ++k) run_integer_rows(&job, k);
       }
       return nullptr;
     }

@@ -172,6 +172,7 @@ using SpmmFn = void (*)(const Csr&, const float*, int64_t, const float*, int64_t
 using SellFn = void (*)(const SellView&, const float*, const float*, float*);
 using TileFn = void (*)(const TileView&, const float*, const float*, float*);
 using IntTileFn = void (*)(const IntTileView&, const uint8_t*, uint8_t, float*);
+using IntRowsFn = void (*)(const IntTileView&, const uint8_t*, int64_t, uint8_t, float*, int64_t);
 
 struct Kernels {
   SpmvFn spmv;
@@ -180,6 +181,7 @@ struct Kernels {
   TileFn tile[4];  // register tiles with 1..4 steps; null where the CPU has no AVX-512
   const char* isa;
   IntTileFn itile[3];  // integer tiles with 1..3 steps; null without AVX-512 VBMI + VNNI
+  IntRowsFn itile_rows[3][4];  // the same for 1..4 rows of X at once ([steps - 1][rows - 1])
 };
 
 // The 8 sums of one SELL-8 slice go back to their rows (scaled by the row's scale for int8 values); lanes past
@@ -432,54 +434,109 @@ __attribute__((target("avx512f"))) void tile_avx512(const TileView& w, const flo
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's _mm512_cvtepi32_ps (_mm512_undefined_ps)
 #endif
 #define DKP_INT_TARGET __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vnni")))
+// x's 128 bytes of a column tile, pinned in registers: vpermt2b overwrites one of its operands, and left alone GCC
+// then reloads the table from memory at every step instead of copying a register (two more 64-byte loads per
+// step, which made the load ports the bound: 4.2 -> 3.0 us for the 20x layer's tiles, 13 -> 4 us for 4 rows).
+DKP_INT_TARGET DKP_ALWAYS_INLINE void load_x_tile(const uint8_t* xb, __m512i* lo, __m512i* hi) {
+  *lo = _mm512_load_si512(xb);
+  *hi = _mm512_load_si512(xb + 64);
+  asm("" : "+v"(*lo), "+v"(*hi));
+}
+
 DKP_INT_TARGET DKP_ALWAYS_INLINE __m512i int_step(__m512i acc, __m512i lo, __m512i hi, const uint8_t* c,
                                                   const int8_t* v) {
   const __m512i g = _mm512_permutex2var_epi8(lo, _mm512_load_si512(c), hi);
   return _mm512_dpbusd_epi32(acc, g, _mm512_load_si512(v));
 }
 
+// One row tile's Steps steps of one column tile into two chains (steps alternate; `odd` starts on the second).
+template <int Steps>
+DKP_INT_TARGET DKP_ALWAYS_INLINE void int_tile_steps(__m512i* a0, __m512i* a1, __m512i lo, __m512i hi,
+                                                     const uint8_t*& c, const int8_t*& v, bool odd) {
+  constexpr int kLanes = IntTileView::kRows * IntTileView::kPerRow;
+  for (int j = 0; j < Steps; ++j) {
+    if (((j & 1) != 0) != odd) {
+      *a1 = int_step(*a1, lo, hi, c, v);
+    } else {
+      *a0 = int_step(*a0, lo, hi, c, v);
+    }
+    c += kLanes;
+    v += kLanes;
+  }
+}
+
+DKP_INT_TARGET DKP_ALWAYS_INLINE void int_tile_store(const IntTileView& w, int64_t t, __m512i a0, __m512i a1,
+                                                     __m512i zp, float* part) {
+  const int64_t r0 = t * IntTileView::kRows;
+  const __m512i sum = _mm512_sub_epi32(_mm512_add_epi32(a0, a1),
+                                       _mm512_mullo_epi32(zp, _mm512_load_si512(w.value_sum + r0)));
+  _mm512_store_ps(part + r0, _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_loadu_ps(w.row_scale + r0)));
+}
+
+// Two row tiles at a time: they share each column tile's two loads of x, and their four chains keep the
+// vpdpbusd latency hidden.
 template <int Steps>
 DKP_INT_TARGET void int_tile_avx512(const IntTileView& w, const uint8_t* xp, uint8_t zero_point, float* part) {
   constexpr int kCols = IntTileView::kCols;
+  constexpr int64_t kTileBytes = int64_t{Steps} * IntTileView::kRows * IntTileView::kPerRow;
+  const __m512i zp = _mm512_set1_epi32(zero_point);
+  const int64_t row_bytes = w.col_tiles * kTileBytes;  // one row tile's steps
+  int64_t t = 0;
+  for (; t + 2 <= w.row_tiles; t += 2) {
+    const uint8_t* c0 = w.cols + t * row_bytes;
+    const int8_t* v0 = w.values + t * row_bytes;
+    const uint8_t* c1 = c0 + row_bytes;
+    const int8_t* v1 = v0 + row_bytes;
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    __m512i b0 = _mm512_setzero_si512(), b1 = _mm512_setzero_si512();
+    for (int64_t b = 0; b < w.col_tiles; ++b) {
+      __m512i lo, hi;
+      load_x_tile(xp + b * kCols, &lo, &hi);
+      int_tile_steps<Steps>(&a0, &a1, lo, hi, c0, v0, (Steps & 1) && (b & 1));
+      int_tile_steps<Steps>(&b0, &b1, lo, hi, c1, v1, (Steps & 1) && (b & 1));
+    }
+    int_tile_store(w, t, a0, a1, zp, part);
+    int_tile_store(w, t + 1, b0, b1, zp, part);
+  }
+  if (t < w.row_tiles) {
+    const uint8_t* c0 = w.cols + t * row_bytes;
+    const int8_t* v0 = w.values + t * row_bytes;
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    for (int64_t b = 0; b < w.col_tiles; ++b) {
+      __m512i lo, hi;
+      load_x_tile(xp + b * kCols, &lo, &hi);
+      int_tile_steps<Steps>(&a0, &a1, lo, hi, c0, v0, (Steps & 1) && (b & 1));
+    }
+    int_tile_store(w, t, a0, a1, zp, part);
+  }
+}
+// Rows rows of X at once (x_stride bytes apart, each padded to whole column tiles), one chain each: every step's
+// 128 bytes of W are loaded once for all of them, which is what bounds the one-row kernel (L2 -> L1 bandwidth).
+template <int Steps, int Rows>
+DKP_INT_TARGET void int_tile_rows_avx512(const IntTileView& w, const uint8_t* xp, int64_t x_stride,
+                                         uint8_t zero_point, float* part, int64_t part_stride) {
+  constexpr int kCols = IntTileView::kCols;
   constexpr int kLanes = IntTileView::kRows * IntTileView::kPerRow;
+  const __m512i zp = _mm512_set1_epi32(zero_point);
+  const __m512i zero = _mm512_setzero_si512();
   const uint8_t* c = w.cols;
   const int8_t* v = w.values;
-  const __m512i zp = _mm512_set1_epi32(zero_point);
   for (int64_t t = 0; t < w.row_tiles; ++t) {
-    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();  // two chains: steps alternate
-    int64_t b = 0;
-    for (; b + 2 <= w.col_tiles; b += 2) {  // two column tiles at a time keep the chains alternating for odd Steps
-      for (int u = 0; u < 2; ++u) {
-        const uint8_t* xb = xp + (b + u) * kCols;
-        const __m512i lo = _mm512_load_si512(xb), hi = _mm512_load_si512(xb + 64);
-        for (int j = 0; j < Steps; ++j) {
-          if ((u * Steps + j) & 1) {
-            a1 = int_step(a1, lo, hi, c, v);
-          } else {
-            a0 = int_step(a0, lo, hi, c, v);
-          }
-          c += kLanes;
-          v += kLanes;
-        }
-      }
-    }
-    if (b < w.col_tiles) {
-      const uint8_t* xb = xp + b * kCols;
-      const __m512i lo = _mm512_load_si512(xb), hi = _mm512_load_si512(xb + 64);
+    __m512i a[Rows];
+    for (int r = 0; r < Rows; ++r) a[r] = zero;
+    for (int64_t b = 0; b < w.col_tiles; ++b) {
+      __m512i lo[Rows], hi[Rows];
+      for (int r = 0; r < Rows; ++r) load_x_tile(xp + r * x_stride + b * kCols, &lo[r], &hi[r]);
       for (int j = 0; j < Steps; ++j) {
-        if (j & 1) {
-          a1 = int_step(a1, lo, hi, c, v);
-        } else {
-          a0 = int_step(a0, lo, hi, c, v);
+        const __m512i idx = _mm512_load_si512(c), vals = _mm512_load_si512(v);
+        for (int r = 0; r < Rows; ++r) {
+          a[r] = _mm512_dpbusd_epi32(a[r], _mm512_permutex2var_epi8(lo[r], idx, hi[r]), vals);
         }
         c += kLanes;
         v += kLanes;
       }
     }
-    const int64_t r0 = t * IntTileView::kRows;
-    const __m512i sum = _mm512_sub_epi32(_mm512_add_epi32(a0, a1),
-                                         _mm512_mullo_epi32(zp, _mm512_load_si512(w.value_sum + r0)));
-    _mm512_store_ps(part + r0, _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_loadu_ps(w.row_scale + r0)));
+    for (int r = 0; r < Rows; ++r) int_tile_store(w, t, a[r], zero, zp, part + r * part_stride);
   }
 }
 #if defined(__GNUC__) && !defined(__clang__)
@@ -515,12 +572,18 @@ Kernels pick_kernels() {
               {tile_avx512<1>, tile_avx512<2>, tile_avx512<3>, tile_avx512<4>},
               "avx512f+avx2+fma",
               {integer ? int_tile_avx512<1> : nullptr, integer ? int_tile_avx512<2> : nullptr,
-               integer ? int_tile_avx512<3> : nullptr}};
+               integer ? int_tile_avx512<3> : nullptr},
+              {{integer ? int_tile_rows_avx512<1, 1> : nullptr, integer ? int_tile_rows_avx512<1, 2> : nullptr,
+                integer ? int_tile_rows_avx512<1, 3> : nullptr, integer ? int_tile_rows_avx512<1, 4> : nullptr},
+               {integer ? int_tile_rows_avx512<2, 1> : nullptr, integer ? int_tile_rows_avx512<2, 2> : nullptr,
+                integer ? int_tile_rows_avx512<2, 3> : nullptr, integer ? int_tile_rows_avx512<2, 4> : nullptr},
+               {integer ? int_tile_rows_avx512<3, 1> : nullptr, integer ? int_tile_rows_avx512<3, 2> : nullptr,
+                integer ? int_tile_rows_avx512<3, 3> : nullptr, integer ? int_tile_rows_avx512<3, 4> : nullptr}}};
     }
-    return {spmv_avx2, {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>}, sell_avx2, {}, "avx2+fma", {}};
+    return {spmv_avx2, {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>}, sell_avx2, {}, "avx2+fma", {}, {}};
   }
 #endif
-  return {spmv_generic, {spmm_generic<4>, spmm_generic<8>, spmm_generic<16>}, sell_generic, {}, "generic", {}};
+  return {spmv_generic, {spmm_generic<4>, spmm_generic<8>, spmm_generic<16>}, sell_generic, {}, "generic", {}, {}};
 }
 
 const Kernels& kernels() {
@@ -709,19 +772,21 @@ void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
 }
 
 // How many steps per integer tile (0: none), by a cost model in units of one SELL-8 non-zero like tile_steps_for's,
-// fitted on the Zen 4 here at 2600 x 1300 and 1-5% density (C++ harness: 20x layer's W_s 21.0 us with the float
-// tiles, 8.7 / 9.1 us with 2 / 3 integer steps; at 1%, 5.8 / 6.9 us with 1 / 2): a tile (two loads of x) costs
-// kTileCost, a step (64 lanes) kStepCost, a SELL-8 pass over a sparse rest little per row.
+// fitted on the Zen 4 here at 2600 x 1300 and 1-5% density: a tile (two loads of x) costs kTileCost, a step (64
+// lanes) kStepCost, a non-zero left to the rest kRestCost (it costs a SELL-8 non-zero for one row of X, but rows
+// of X in blocks of 4 share a step and not the rest: the model leans to covering almost everything), plus a little
+// per row when there is a rest. C++ harness, 20x layer's W_s (164,354 non-zeros): one row 21.0 us with the float
+// tiles, 8.3 / 8.0 us with 2 / 3 integer steps; 8 rows 37 / 29 us.
 static int int_tile_steps_for(const Csr& w, int64_t min_cols) {
   constexpr int kMax = 3;
   constexpr int kPerStep = IntTileView::kPerRow;
-  constexpr double kTileCost = 1.0, kStepCost = 2.6, kRestPerRow = 0.5;
+  constexpr double kTileCost = 1.0, kStepCost = 5.0, kRestCost = 5.0, kRestPerRow = 0.5;
   const int64_t row_tiles = (w.rows + IntTileView::kRows - 1) / IntTileView::kRows;
   const int64_t col_tiles = (min_cols + IntTileView::kCols - 1) / IntTileView::kCols;
   if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return 0;
   const double tiles = static_cast<double>(row_tiles) * static_cast<double>(col_tiles);
   const double rest_fixed = kRestPerRow * static_cast<double>(w.rows);
-  if (tiles * (kTileCost + kStepCost) >= static_cast<double>(w.nnz) + rest_fixed) return 0;  // too sparse
+  if (tiles * (kTileCost + kStepCost) >= kRestCost * static_cast<double>(w.nnz) + rest_fixed) return 0;
   int64_t covered[kMax + 1] = {};
   std::vector<int32_t> count(static_cast<size_t>(col_tiles));
   for (int64_t i = 0; i < w.rows; ++i) {
@@ -732,10 +797,10 @@ static int int_tile_steps_for(const Csr& w, int64_t min_cols) {
     }
   }
   int best = 0;
-  double best_cost = static_cast<double>(w.nnz) + rest_fixed;
+  double best_cost = kRestCost * static_cast<double>(w.nnz) + rest_fixed;
   for (int s = 1; s <= kMax; ++s) {
     const double rest = static_cast<double>(w.nnz - covered[s]);
-    const double cost = tiles * (kTileCost + kStepCost * s) + rest + (rest > 0 ? rest_fixed : 0.0);
+    const double cost = tiles * (kTileCost + kStepCost * s) + kRestCost * rest + (rest > 0 ? rest_fixed : 0.0);
     if (cost < best_cost) {
       best = s;
       best_cost = cost;
@@ -796,9 +861,98 @@ IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, co
   rest.row_ptr = rest_rp.data();
   rest.col_idx = rest_ci.data();
   rest_ = std::make_unique<const SlicedEll>(rest, min_cols, rest_q.data(), row_scale);
+  // the rest again, for several rows of X at once: a CSR of its non-empty rows only (usually few), values scaled
+  rest_values_.resize(rest_q.size());
+  rest_row_ptr_.assign(1, 0);
+  for (int64_t i = 0; i < rows_; ++i) {
+    if (rest_rp[i + 1] == rest_rp[i]) continue;
+    for (int32_t k = rest_rp[i]; k < rest_rp[i + 1]; ++k) rest_values_[k] = row_scale[i] * rest_q[k];
+    rest_rows_.push_back(static_cast<int32_t>(i));
+    rest_row_ptr_.push_back(rest_rp[i + 1]);
+  }
+  rest_cols_ = std::move(rest_ci);
+  small_rest_ = static_cast<int64_t>(rest_cols_.size()) < min_cols;
+}
+
+void IntegerEll::matmul(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero_point, float x_scale,
+                        const float* y0, bool y0_broadcast, float* y) const {
+  if (tiles_.steps == 0 || (batch == 1 && !small_rest_)) {
+    for (int64_t b = 0; b < batch; ++b) {
+      matvec_sell(x + b * n, zero_point, x_scale, y0 ? (y0_broadcast ? y0 : y0 + b * rows_) : nullptr,
+                  y + b * rows_);
+    }
+    return;
+  }
+  constexpr int kGroup = 4;
+  const int64_t stride = tiles_.col_tiles * IntTileView::kCols;  // a multiple of 64: every row stays aligned
+  const int64_t part_stride = tiles_.row_tiles * IntTileView::kRows;
+  thread_local AlignedVector<uint8_t> xb;
+  thread_local AlignedVector<float> part;
+  xb.assign(static_cast<size_t>(batch * stride), 0);  // whole 128-column tiles: columns past min_cols meet zeros
+  part.resize(static_cast<size_t>(batch * part_stride));
+  for (int64_t b = 0; b < batch; ++b) std::copy(x + b * n, x + b * n + min_cols_, xb.begin() + b * stride);
+  if (batch == 1) {
+    kernels().itile[tiles_.steps - 1](tiles_, xb.data(), zero_point, part.data());
+  } else {
+    for (int64_t b = 0; b < batch; b += kGroup) {
+      const int64_t rows = std::min<int64_t>(kGroup, batch - b);
+      kernels().itile_rows[tiles_.steps - 1][rows - 1](tiles_, xb.data() + b * stride, stride, zero_point,
+                                                       part.data() + b * part_stride, part_stride);
+    }
+  }
+  // the rest's rows added to the tiles' sums (part's rows are padded to whole row tiles)
+  const int64_t nrest = static_cast<int64_t>(rest_rows_.size());
+  if (small_rest_) {  // costs less than converting X for csr_matmul: entry by entry, from the bytes
+    for (int64_t k = 0; k < nrest; ++k) {
+      const int64_t row = rest_rows_[k];
+      for (int32_t e = rest_row_ptr_[k]; e < rest_row_ptr_[k + 1]; ++e) {
+        const float v = rest_values_[e];
+        const int64_t col = rest_cols_[e];
+        for (int64_t b = 0; b < batch; ++b) {
+          part[b * part_stride + row] += v * static_cast<float>(static_cast<int>(x[b * n + col]) - zero_point);
+        }
+      }
+    }
+  } else if (nrest > 0) {
+    thread_local AlignedVector<float> xf;
+    thread_local std::vector<float> rest_y;
+    xf.resize(static_cast<size_t>(batch * min_cols_));
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t c = 0; c < min_cols_; ++c) {
+        xf[b * min_cols_ + c] = static_cast<float>(static_cast<int>(x[b * n + c]) - zero_point);
+      }
+    }
+    Csr rest;
+    rest.rows = nrest;
+    rest.nnz = static_cast<int64_t>(rest_cols_.size());
+    rest.row_ptr = rest_row_ptr_.data();
+    rest.col_idx = rest_cols_.data();
+    rest.values = rest_values_.data();
+    rest_y.resize(static_cast<size_t>(batch * nrest));
+    csr_matmul(rest, nullptr, xf.data(), batch, min_cols_, nullptr, false, rest_y.data());
+    for (int64_t b = 0; b < batch; ++b) {
+      float* pb = part.data() + b * part_stride;
+      for (int64_t k = 0; k < nrest; ++k) pb[rest_rows_[k]] += rest_y[b * nrest + k];
+    }
+  }
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* y0b = y0 ? (y0_broadcast ? y0 : y0 + b * rows_) : nullptr;
+    const float* pb = part.data() + b * part_stride;
+    float* yb = y + b * rows_;
+    if (y0b) {
+      for (int64_t r = 0; r < rows_; ++r) yb[r] = pb[r] * x_scale + y0b[r];
+    } else {
+      for (int64_t r = 0; r < rows_; ++r) yb[r] = pb[r] * x_scale;
+    }
+  }
 }
 
 void IntegerEll::matvec(const uint8_t* x, uint8_t zero_point, float x_scale, const float* y0, float* y) const {
+  matmul(x, 1, min_cols_, zero_point, x_scale, y0, false, y);
+}
+
+void IntegerEll::matvec_sell(const uint8_t* x, uint8_t zero_point, float x_scale, const float* y0,
+                             float* y) const {
   thread_local AlignedVector<float> xf, sum, part;
   xf.resize(static_cast<size_t>(min_cols_));
   for (int64_t c = 0; c < min_cols_; ++c) xf[c] = static_cast<float>(static_cast<int>(x[c]) - zero_point);

@@ -133,12 +133,13 @@ struct IntTileView {
 };
 
 // W = diag(row_scale) @ Wq (int8 values) laid out for a uint8 x with a zero point (ai.dkp::SparseMatVecInteger
-// at batch 1): y = x_scale * diag(row_scale) @ Wq @ (x - zero_point) (+ y0). Where the CPU has AVX-512 VBMI and
-// VNNI (and a cost model says it pays), up to 4 * `steps` non-zeros per row and 128-column tile go into integer
+// with a constant W): y = x_scale * diag(row_scale) @ Wq @ (x - zero_point) (+ y0). Where the CPU has AVX-512 VBMI
+// and VNNI (and a cost model says it pays), up to 4 * `steps` non-zeros per row and 128-column tile go into integer
 // tiles: x's 128 bytes of a tile sit in two zmm registers, one vpermt2b looks up 64 non-zeros' bytes (16 rows x 4)
-// and one vpdpbusd multiplies and sums them into 16 int32 lanes, exactly. The rest, and all of W elsewhere, goes
-// through a SlicedEll on the float integers x - zero_point (exact too: every product and partial sum is an integer
-// below 2^24 for rows of up to 518 non-zeros), so every CPU computes the same function up to the final scaling.
+// and one vpdpbusd multiplies and sums them into 16 int32 lanes, exactly; up to 4 rows of x share each pass over
+// the tiles. The rest is added entry by entry when it is small, else (and all of W on other CPUs) through float
+// products of the integers x - zero_point (exact too: every product and partial sum is an integer below 2^24 for
+// rows of up to 518 non-zeros), so every CPU computes the same function up to the final scaling.
 class IntegerEll {
  public:
   IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale);
@@ -146,6 +147,10 @@ class IntegerEll {
   IntegerEll& operator=(const IntegerEll&) = delete;
   // x has at least min_cols entries.
   void matvec(const uint8_t* x, uint8_t zero_point, float x_scale, const float* y0, float* y) const;
+  // The same for `batch` rows of x (each n >= min_cols long): the tiles take up to 4 rows per pass over W, the rest
+  // goes through csr_matmul; y0 null, [batch, rows] or (y0_broadcast) [rows].
+  void matmul(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero_point, float x_scale, const float* y0,
+              bool y0_broadcast, float* y) const;
   int tile_steps() const { return tiles_.steps; }  // 0: no integer tiles
 
  private:
@@ -157,6 +162,11 @@ class IntegerEll {
   AlignedVector<int32_t> value_sum_;
   std::vector<float> row_scale_;
   std::unique_ptr<const SlicedEll> rest_;
+  std::vector<int32_t> rest_rows_, rest_row_ptr_, rest_cols_;  // the rest's non-empty rows as CSR, values scaled
+  std::vector<float> rest_values_;
+  bool small_rest_ = false;  // fewer non-zeros left than columns: added entry by entry, else by csr_matmul / SELL-8
+  // one row, the rest by the SELL-8 copy (where there are no tiles, or a large rest)
+  void matvec_sell(const uint8_t* x, uint8_t zero_point, float x_scale, const float* y0, float* y) const;
 };
 
 // Which integer tile kernel IntegerEll uses on this CPU ("avx512vbmi+avx512vnni" or "none"; DKP_OPS_ISA caps it).

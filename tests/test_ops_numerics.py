@@ -96,13 +96,13 @@ def test_n_equals_one_and_m_zero() -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("density", [0.02, 0.05, 0.2])
-def test_a_realistic_layer_at_batch_1_and_8(mode: str, density: float) -> None:
+def test_a_realistic_layer_at_several_batch_sizes(mode: str, density: float) -> None:
     """The benchmark's shape (scaled down): long rows exercise the unrolled and masked vector paths, and (on
     AVX-512 CPUs) register tiles with 1-4 steps, integer tiles (VBMI + VNNI) with 1-3 and a rest; all three ops,
     32- and 16-bit columns."""
     rng = np.random.default_rng(3)
     w = random_csr(rng, 260, 1300, density)
-    for batch in (1, 8):
+    for batch in (1, 3, 8, 13):  # SparseMatVecInteger: 4 rows per pass over the tiles, then 3, 2 or 1
         x = rng.standard_normal((batch, 1300)).astype(np.float32)
         y0 = rng.standard_normal((batch, 260)).astype(np.float32)
         for col_dtype in (np.int32, np.uint16):
