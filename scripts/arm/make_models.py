@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dkp_deploy import reference, signature
-from dkp_deploy.quantize import dequantized_spec
+from dkp_deploy.quantize import dequantized_spec, sparse_input
 from dkp_deploy.spec import CSR, LSTM, Activation, DopedMatrix, Embedding, Linear, LSTMLayer, ModelSpec
 
 # Parity bound per output element, |arm - ref| <= ATOL + RTOL * |ref|: float32 arithmetic against float64 on
@@ -109,6 +109,10 @@ MODELS: dict[str, tuple[Callable[[np.random.Generator], ModelSpec], str, dict[st
     "mlp_int8": (mlp, "sequence", {"onnx": {"quantize": "int8"}}),
     "lstm_lm_step_int8": (lstm_lm, "step", {"onnx": {"quantize": "int8"}}),
     "lstm_portable_int8": (lstm, "step", {"onnx": {"sparse_impl": "portable", "quantize": "int8"}}),
+    # int8-dynamic (ai.dkp::SparseMatVecInteger after DynamicQuantizeLinear: the float products of X - zero point on
+    # aarch64), against the float64 run that quantizes each W_s input as the file does
+    "mlp_int8dyn": (mlp, "sequence", {"onnx": {"quantize": "int8-dynamic"}}),
+    "lstm_lm_step_int8dyn": (lstm_lm, "step", {"onnx": {"quantize": "int8-dynamic"}}),
 }
 
 
@@ -134,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         spec = build(np.random.default_rng(k))
         spec.check()
         feeds = signature.random_feeds(spec, mode, batch=2, seed=100 + k)
-        quantized = any(o.get("quantize") for o in formats.values())
-        ref = reference.run(dequantized_spec(spec) if quantized else spec, feeds, mode)
+        quantized = next((o["quantize"] for o in formats.values() if o.get("quantize")), None)
+        ref = reference.run(dequantized_spec(spec) if quantized else spec, feeds, mode,
+                            sparse_input=sparse_input(quantized))
         np.savez(
             args.out / f"{name}.npz",
             **{f"in/{n}": v for n, v in feeds.items()},
