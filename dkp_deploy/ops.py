@@ -21,13 +21,14 @@ register_schemas()  # onnx's checker and tools then know the ai.dkp ops (DopedMa
 DOMAIN = "ai.dkp"
 OP_TYPE = "SparseMatVec"
 OPSET_VERSION = 1
-INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "Y0")
+INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "Y0", "B", "C_T")  # from Y0 on optional; B, C_T: kron(B, C) @ X
 INT8_OP_TYPE = "SparseMatVecInt8"  # int8 values, one float scale per row of W
-INT8_INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "row_scale", "Y0")
+INT8_INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "row_scale", "Y0", "B", "C_T")
 # int8-dynamic files: X uint8 from DynamicQuantizeLinear, int8 values; Y = x_scale * row_scale[i] *
 # sum_k values[k] * (X[..., col_idx[k]] - x_zero_point) (+ Y0), float32
 INTEGER_OP_TYPE = "SparseMatVecInteger"
-INTEGER_INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "row_scale", "x_scale", "x_zero_point", "Y0")
+INTEGER_INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "row_scale", "x_scale", "x_zero_point", "Y0", "B", "C_T",
+                       "X_kron")  # X_kron: the float x of the Kronecker half
 
 # what a file using the op says about it (ModelProto.doc_string), for people and tools that open it
 LIBRARY_DOC = ("Needs the ai.dkp custom-op library of dkp-deploy (pip install dkp-deploy): "

@@ -6,6 +6,9 @@
 // Y0 float32 [..., M] (or [M], broadcast); output Y float32 [..., M] = X @ W^T (+ Y0).
 // SparseMatVecInteger: X uint8 as DynamicQuantizeLinear writes it, and after row_scale the scalars x_scale (float32)
 // and x_zero_point (uint8); Y = x_scale * (X - x_zero_point) @ W^T (+ Y0), W as in SparseMatVecInt8.
+// All three take the Kronecker half too, as optional inputs after Y0: B float32 [M1, N1] and C_T float32 [N2, M2]
+// (M = M1 * M2, N = N1 * N2) add kron(B, C) @ x to every row (x = X; SparseMatVecInteger: its float input X_kron,
+// X's shape).
 // Every input is checked and every failure comes back as an onnxruntime status naming the input. When the three CSR
 // arrays are constant initializers they are checked once, when the kernel is created; otherwise on every call.
 #include <algorithm>
@@ -17,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "kron_matvec.h"
 #include "ort_abi.h"
 #include "sparse_matvec.h"
 
@@ -26,7 +30,7 @@ using dkp_ort::Status;
 namespace {
 
 constexpr const char* kDomain = "ai.dkp";
-constexpr size_t kMaxInputs = 8;
+constexpr size_t kMaxInputs = 11;
 // col_idx is declared with no fixed type (onnxruntime then accepts any) so that both int32 and uint16 load; the
 // kernel refuses every other type with an error naming the input.
 constexpr dkp_ort::TensorElementType kAnyType = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
@@ -38,7 +42,8 @@ constexpr dkp_ort::TensorElementType kU16 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TY
 enum Input : size_t { kX = 0, kRowPtr = 1, kColIdx = 2, kValues = 3 };
 
 // What differs between the ops: their inputs. SparseMatVecInt8 has row_scale at 4 and Y0 at 5;
-// SparseMatVecInteger adds x_scale at 5 and x_zero_point at 6, Y0 at 7.
+// SparseMatVecInteger adds x_scale at 5 and x_zero_point at 6, Y0 at 7. The optional inputs start at Y0: Y0, B,
+// C_T (and SparseMatVecInteger's X_kron).
 struct OpSpec {
   const char* name;
   size_t num_inputs;
@@ -46,20 +51,24 @@ struct OpSpec {
   dkp_ort::TensorElementType input_types[kMaxInputs];
   bool quantized;  // int8 values and row_scale
   bool integer_x;  // uint8 X with x_scale and x_zero_point
-  size_t y0() const { return num_inputs - 1; }
+  size_t y0;       // index of Y0, the first optional input; B and C_T follow it
+  size_t kron_b() const { return y0 + 1; }
+  size_t kron_ct() const { return y0 + 2; }
+  size_t kron_x() const { return integer_x ? y0 + 3 : 0; }  // the float x of the Kronecker half
   static constexpr size_t kScale = 4;
   static constexpr size_t kXScale = 5;
   static constexpr size_t kXZeroPoint = 6;
 };
 
-constexpr OpSpec kFloatSpec = {"SparseMatVec", 5, {"X", "row_ptr", "col_idx", "values", "Y0"},
-                               {kF32, kI32, kAnyType, kF32, kF32}, false, false};
-constexpr OpSpec kInt8Spec = {"SparseMatVecInt8", 6, {"X", "row_ptr", "col_idx", "values", "row_scale", "Y0"},
-                              {kF32, kI32, kAnyType, kI8, kF32, kF32}, true, false};
+constexpr OpSpec kFloatSpec = {"SparseMatVec", 7, {"X", "row_ptr", "col_idx", "values", "Y0", "B", "C_T"},
+                               {kF32, kI32, kAnyType, kF32, kF32, kF32, kF32}, false, false, 4};
+constexpr OpSpec kInt8Spec = {"SparseMatVecInt8", 8,
+                              {"X", "row_ptr", "col_idx", "values", "row_scale", "Y0", "B", "C_T"},
+                              {kF32, kI32, kAnyType, kI8, kF32, kF32, kF32, kF32}, true, false, 5};
 constexpr OpSpec kIntegerSpec = {
-    "SparseMatVecInteger", 8,
-    {"X", "row_ptr", "col_idx", "values", "row_scale", "x_scale", "x_zero_point", "Y0"},
-    {kU8, kI32, kAnyType, kI8, kF32, kF32, kU8, kF32}, true, true};
+    "SparseMatVecInteger", 11,
+    {"X", "row_ptr", "col_idx", "values", "row_scale", "x_scale", "x_zero_point", "Y0", "B", "C_T", "X_kron"},
+    {kU8, kI32, kAnyType, kI8, kF32, kF32, kU8, kF32, kF32, kF32, kF32}, true, true, 7};
 
 const char* type_name(dkp_ort::TensorElementType t) {
   switch (static_cast<int>(t)) {
@@ -271,23 +280,24 @@ struct Kernel {
   Status* compute(dkp_ort::KernelContext* ctx) const {
     size_t count = 0;
     if (Status* st = api->KernelContext_GetInputCount(ctx, &count)) return error(take_message(api, st));
-    const size_t y0_index = spec->y0();
+    const size_t y0_index = spec->y0;
     if (count < y0_index || count > spec->num_inputs) {
-      return error("expects " + std::to_string(y0_index) + " or " + std::to_string(spec->num_inputs) + " inputs, got " +
-                   std::to_string(count));
+      return error("expects " + std::to_string(y0_index) + " to " + std::to_string(spec->num_inputs) +
+                   " inputs, got " + std::to_string(count));
     }
     Tensor t[kMaxInputs];
-    bool has_y0 = false;
+    bool given[kMaxInputs] = {};
     for (size_t i = 0; i < count; ++i) {
       const dkp_ort::Value* value = nullptr;
       if (Status* st = api->KernelContext_GetInput(ctx, i, &value)) return error(take_message(api, st));
       if (!value) {
-        if (i == y0_index) continue;  // optional input given as "" on the node
+        if (i >= y0_index) continue;  // an optional input left out or given as "" on the node
         return error("input '" + std::string(spec->input_names[i]) + "' is missing");
       }
       if (Status* st = read(value, i, &t[i])) return st;
-      has_y0 = has_y0 || i == y0_index;
+      given[i] = true;
     }
+    const bool has_y0 = given[y0_index];
     const Tensor& x = t[kX];
     if (Status* st = expect(x, kX, 0)) return st;
     if (x.dims.empty()) return error("input 'X' must have rank >= 1 ([..., N]), got a scalar");
@@ -340,6 +350,9 @@ struct Kernel {
       }
     }
 
+    Kron kron;
+    if (Status* st = check_kron(t, given, x, n, csr.rows, &kron)) return st;
+
     dkp_ort::Value* out = nullptr;
     if (Status* st = api->KernelContext_GetOutput(ctx, 0, out_dims.data(), out_dims.size(), &out)) {
       return error("output 'Y': " + take_message(api, st));
@@ -354,6 +367,64 @@ struct Kernel {
     if (batch == 0 || csr.rows == 0) return nullptr;
     const float* y0s = has_y0 ? static_cast<const float*>(t[y0_index].data) : nullptr;
     float* ys = static_cast<float*>(y);
+    if (Status* st = sparse_part(ctx, csr, x, batch, n, y0s, y0_broadcast, x_scale, zero_point, ys)) return st;
+    if (kron.b) dkp::kron_matmul(kron.b, kron.m1, kron.n1, kron.ct, kron.n2, kron.m2, kron.x, batch, ys);
+    return nullptr;
+  }
+
+  // The Kronecker half's inputs, when B and C_T are given.
+  struct Kron {
+    const float* b = nullptr;
+    const float* ct = nullptr;
+    const float* x = nullptr;
+    int64_t m1 = 0, n1 = 0, n2 = 0, m2 = 0;
+  };
+
+  // B and C_T: both or neither, float32 rank 2, M1 * M2 = M and N1 * N2 = N; SparseMatVecInteger's X_kron: X's shape.
+  Status* check_kron(const Tensor* t, const bool* given, const Tensor& x, int64_t n, int64_t m, Kron* kron) const {
+    const size_t ib = spec->kron_b(), ic = spec->kron_ct();
+    if (!given[ib] && !given[ic]) {
+      if (spec->integer_x && given[spec->kron_x()]) return error("input 'X_kron' is given without 'B' and 'C_T'");
+      return nullptr;
+    }
+    if (given[ib] != given[ic]) {
+      return error(std::string("input '") + (given[ib] ? "C_T" : "B") + "' is missing: B and C_T come together");
+    }
+    if (Status* st = expect(t[ib], ib, 2)) return st;
+    if (Status* st = expect(t[ic], ic, 2)) return st;
+    kron->m1 = t[ib].dims[0];
+    kron->n1 = t[ib].dims[1];
+    kron->n2 = t[ic].dims[0];
+    kron->m2 = t[ic].dims[1];
+    int64_t mm = 0, nn = 0;
+    if (__builtin_mul_overflow(kron->m1, kron->m2, &mm) || mm != m) {
+      return error("inputs 'B' " + shape_str(t[ib].dims) + " and 'C_T' " + shape_str(t[ic].dims) +
+                   " must give M1 * M2 = M = " + std::to_string(m) + " (len(row_ptr) - 1)");
+    }
+    if (__builtin_mul_overflow(kron->n1, kron->n2, &nn) || nn != n) {
+      return error("inputs 'B' " + shape_str(t[ib].dims) + " and 'C_T' " + shape_str(t[ic].dims) +
+                   " must give N1 * N2 = N = " + std::to_string(n) + " (the last dim of input 'X')");
+    }
+    kron->b = static_cast<const float*>(t[ib].data);
+    kron->ct = static_cast<const float*>(t[ic].data);
+    if (!spec->integer_x) {
+      kron->x = static_cast<const float*>(x.data);
+      return nullptr;
+    }
+    const size_t ix = spec->kron_x();
+    if (!given[ix]) return error("input 'X_kron' is missing: SparseMatVecInteger's Kronecker half reads float x");
+    if (Status* st = expect(t[ix], ix, 0)) return st;
+    if (t[ix].dims != x.dims) {
+      return error("input 'X_kron' must have the shape of input 'X' " + shape_str(x.dims) + ", got " +
+                   shape_str(t[ix].dims));
+    }
+    kron->x = static_cast<const float*>(t[ix].data);
+    return nullptr;
+  }
+
+  // Y = the sparse product (+ Y0).
+  Status* sparse_part(dkp_ort::KernelContext* ctx, const dkp::Csr& csr, const Tensor& x, int64_t batch, int64_t n,
+                      const float* y0s, bool y0_broadcast, float x_scale, uint8_t zero_point, float* ys) const {
     if (!spec->integer_x) return product(ctx, csr, static_cast<const float*>(x.data), batch, n, y0s, y0_broadcast, ys);
     const uint8_t* xq = static_cast<const uint8_t*>(x.data);
     if (iell && iell->tile_steps() > 0) {
@@ -518,7 +589,7 @@ size_t op_input_count(const dkp_ort::CustomOp* op) { return spec_of(op).num_inpu
 dkp_ort::TensorElementType op_output_type(const dkp_ort::CustomOp*, size_t) { return kF32; }
 size_t op_output_count(const dkp_ort::CustomOp*) { return 1; }
 dkp_ort::InputOutputCharacteristic op_input_characteristic(const dkp_ort::CustomOp* op, size_t i) {
-  return i == spec_of(op).y0() ? dkp_ort::INPUT_OUTPUT_OPTIONAL : dkp_ort::INPUT_OUTPUT_REQUIRED;
+  return i >= spec_of(op).y0 ? dkp_ort::INPUT_OUTPUT_OPTIONAL : dkp_ort::INPUT_OUTPUT_REQUIRED;
 }
 dkp_ort::InputOutputCharacteristic op_output_characteristic(const dkp_ort::CustomOp*, size_t) {
   return dkp_ort::INPUT_OUTPUT_REQUIRED;

@@ -141,7 +141,7 @@ def curated_cases() -> list[Case]:
         Case("everything constant, col_idx == N", arrays(col_idx=np.array([0, 1, 1, 2, 4], I32)), ("col_idx",),
              constant=("X", *CSR_NAMES)),
     ]
-    return cases + int8_cases() + integer_cases()
+    return cases + int8_cases() + integer_cases() + kron_cases()
 
 
 def int8_arrays(**changes: np.ndarray) -> dict[str, np.ndarray]:
@@ -219,6 +219,42 @@ def integer_cases() -> list[Case]:
                           op_type="SparseMatVecInteger"))
     cases.append(Case("integer op: Y0 [b, M+1]", integer_arrays(Y0=np.ones((2, 4), F32)), ("Y0",), (*names, "Y0"),
                       INT8_NAMES, op_type="SparseMatVecInteger"))
+    return cases
+
+
+def kron_cases() -> list[Case]:
+    """The optional Kronecker half (B, C_T after Y0) broken alone, on each op: W here is 3 x 4 = (1 x 2) kron (3 x 2)."""
+    good = {"B": np.ones((1, 2), F32), "C_T": np.ones((2, 3), F32)}
+    broken = [
+        ("B without C_T", {"B": good["B"]}, ("B", ""), "C_T"),
+        ("C_T without B", {"C_T": good["C_T"]}, ("", "C_T"), "B"),
+        ("B rank 1", {**good, "B": np.ones(2, F32)}, ("B", "C_T"), "B"),
+        ("C_T rank 3", {**good, "C_T": np.ones((2, 3, 1), F32)}, ("B", "C_T"), "C_T"),
+        ("B int32", {**good, "B": np.ones((1, 2), I32)}, ("B", "C_T"), "B"),
+        ("M1 * M2 != M", {**good, "B": np.ones((2, 2), F32)}, ("B", "C_T"), "B"),
+        ("N1 * N2 != N", {**good, "C_T": np.ones((3, 3), F32)}, ("B", "C_T"), "C_T"),
+        ("B empty", {**good, "B": np.ones((0, 2), F32)}, ("B", "C_T"), "B"),
+    ]
+    cases: list[Case] = []
+    ops = (("float op", "SparseMatVec", arrays(), ("X", *CSR_NAMES)),
+           ("int8 op", "SparseMatVecInt8", int8_arrays(), ("X", *INT8_NAMES)),
+           ("integer op", "SparseMatVecInteger", integer_arrays(X_kron=X), ("X", *INT8_NAMES, *X_QUANT_NAMES)))
+    for tag, op, base, head in ops:
+        tail = ("X_kron",) if op == "SparseMatVecInteger" else ()
+        for label, changes, kron_inputs, name in broken:
+            cases.append(Case(f"{tag}: {label}", {**base, **changes}, (name,), (*head, "", *kron_inputs, *tail),
+                              op_type=op))
+    integer = ("X", *INT8_NAMES, *X_QUANT_NAMES, "")
+    cases += [
+        Case("integer op: X_kron missing", integer_arrays(**good), ("X_kron",), (*integer, "B", "C_T"),
+             op_type="SparseMatVecInteger"),
+        Case("integer op: X_kron [b, N + 1]", integer_arrays(**good, X_kron=np.ones((2, 5), F32)), ("X_kron",),
+             (*integer, "B", "C_T", "X_kron"), op_type="SparseMatVecInteger"),
+        Case("integer op: X_kron uint8", integer_arrays(**good, X_kron=np.ones((2, 4), np.uint8)), ("X_kron",),
+             (*integer, "B", "C_T", "X_kron"), op_type="SparseMatVecInteger"),
+        Case("integer op: X_kron without B and C_T", integer_arrays(X_kron=X), ("X_kron",),
+             (*integer, "", "", "X_kron"), op_type="SparseMatVecInteger"),
+    ]
     return cases
 
 

@@ -22,6 +22,7 @@ CSR_NAMES = ("row_ptr", "col_idx", "values")
 INT8_NAMES = (*CSR_NAMES, "row_scale")  # SparseMatVecInt8's matrix inputs
 X_QUANT_NAMES = ("x_scale", "x_zero_point")  # SparseMatVecInteger's scalars after them
 MODES = ("float", "int8", "integer")  # SparseMatVec, SparseMatVecInt8, SparseMatVecInteger
+KRON_NAMES = ("B", "C_T")  # the optional Kronecker half, after Y0 (SparseMatVecInteger: then X_kron)
 
 
 def model_bytes(
@@ -120,11 +121,14 @@ def integer_x(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
 def run_case(
     w: sp.csr_matrix, x: np.ndarray, y0: np.ndarray | None, *, constant: bool, y0_as_empty_name: bool = False,
     threads: int = 1, col_dtype: type = np.int32, int8: bool = False, mode: str | None = None,
+    kron: tuple[np.ndarray, np.ndarray] | None = None, kron_constant: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs Y = X @ W^T (+ Y0) through the op of `mode` (default "int8" when `int8`, else "float"): SparseMatVecInt8
-    with W quantized per row; SparseMatVecInteger with that W and X as uint8 (`integer_x`). Returns (got, expected
-    float64, error scale)."""
+    with W quantized per row; SparseMatVecInteger with that W and X as uint8 (`integer_x`). `kron` = (B, C): the
+    op's Kronecker half adds kron(B, C) @ x (float x; SparseMatVecInteger reads it from X_kron), B and C_T constant
+    initializers or graph inputs. Returns (got, expected float64, error scale)."""
     mode = mode or ("int8" if int8 else "float")
+    x_float = x
     arrays = {"X": x, **csr_arrays(w, col_dtype)}
     matrix = CSR_NAMES
     if mode != "float":
@@ -138,13 +142,25 @@ def run_case(
     if y0 is not None:
         arrays["Y0"] = y0
         names.append("Y0")
-    elif y0_as_empty_name:
+    elif y0_as_empty_name or kron is not None:
         names.append("")
+    if kron is not None:
+        arrays["B"], arrays["C_T"] = kron[0].astype(np.float32), np.ascontiguousarray(kron[1].T, np.float32)
+        names += KRON_NAMES
+        if mode == "integer":
+            arrays["X_kron"] = x_float
+            names.append("X_kron")
     op_type = {"float": ops.OP_TYPE, "int8": "SparseMatVecInt8", "integer": "SparseMatVecInteger"}[mode]
-    sess = session(model_bytes(arrays, names, constant=matrix if constant else (), op_type=op_type), threads)
-    feeds = {k: v for k, v in arrays.items() if not (constant and k in matrix)}
+    consts = (matrix if constant else ()) + (KRON_NAMES if kron is not None and kron_constant else ())
+    sess = session(model_bytes(arrays, names, constant=consts, op_type=op_type), threads)
+    feeds = {k: v for k, v in arrays.items() if k in names and k not in consts}
     (got,) = sess.run(None, feeds)
     expected, scale = reference(w, x, y0)
+    if kron is not None:
+        k64 = np.kron(kron[0].astype(np.float64), kron[1].astype(np.float64))
+        x2 = x_float.astype(np.float64).reshape(-1, x_float.shape[-1])
+        expected = expected + (x2 @ k64.T).reshape(expected.shape)
+        scale = scale + (np.abs(x2) @ np.abs(k64).T).reshape(expected.shape)
     return got, expected, scale
 
 

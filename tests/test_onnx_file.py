@@ -75,11 +75,14 @@ def test_graph_shape_and_names(tmp_path, make, batch_first, mode):
     assert len(set(names)) == len(names) and all(names)
     for matrix in spec.matrices():
         assert any(n.startswith((matrix + "/", "scan/" + matrix + "/")) for n in names), matrix
+    # a kron half with a W_s goes into the SparseMatVec node (its B, C_T inputs); without one, two MatMuls
     kron = [n for n in nodes if "/kron/" in n.name]
-    assert [n.op_type for n in kron if n.op_type in ("Reshape", "MatMul")].count("MatMul") == 2 * sum(
-        w.structure == "kron" for w in spec.matrices().values())
-    assert sum(n.op_type == "SparseMatVec" and n.domain == "ai.dkp" for n in nodes) == sum(
-        w.nnz > 0 and w.structure != "dense" for w in spec.matrices().values())
+    matrices = spec.matrices().values()
+    assert [n.op_type for n in kron].count("MatMul") == 2 * sum(w.structure == "kron" and w.nnz == 0 for w in matrices)
+    sparse = [n for n in nodes if n.op_type == "SparseMatVec" and n.domain == "ai.dkp"]
+    assert len(sparse) == sum(w.nnz > 0 and w.structure != "dense" for w in matrices)
+    assert sum(len(n.input) == 7 and n.input[5].endswith("/B") for n in sparse) == sum(
+        w.structure == "kron" and w.nnz > 0 for w in matrices)
     io = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
     want = ([s.name for s in signature.inputs(spec, mode)], [s.name for s in signature.outputs(spec, mode)])
     assert io == want

@@ -265,7 +265,8 @@ def test_file_holds_int8_values_and_16_bit_columns(tmp_path):
 def test_dynamic_file_holds_the_int8_tensors_and_quantizes_the_w_s_input(tmp_path, impl):
     """int8-dynamic: the int8 file's initializers (names, types, bytes) and dkp.layers; one DynamicQuantizeLinear
     per W_s, of the layer's input. custom: SparseMatVecInteger(X uint8, row_ptr, col_idx, values, row_scale,
-    x_scale, x_zero_point, Y0), typed by strict shape inference; portable: DequantizeLinear, no ai.dkp node."""
+    x_scale, x_zero_point, Y0, B, C_T, X_kron), typed by strict shape inference; portable: DequantizeLinear, no
+    ai.dkp node."""
     rng = np.random.default_rng(1)
     w = doped(rng, 200, 120, "kron", kron=((20, 12), (10, 10)), density=0.1)
     spec = single(w, (0.1 * rng.standard_normal(200)).astype(np.float32))
@@ -288,7 +289,8 @@ def test_dynamic_file_holds_the_int8_tensors_and_quantizes_the_w_s_input(tmp_pat
         assert op.op_type == "SparseMatVecInteger" and not op.attribute
         assert list(op.input[:7]) == [dql.output[0], roles["row_ptr"], roles["col_idx"], roles["values"],
                                       roles["row_scale"], dql.output[1], dql.output[2]]
-        assert len(op.input) == 8  # Y0: the kron part + bias
+        # Y0 = the bias, then the Kronecker half in the same node: B, C_T (int8 behind Cast + Mul) and its float x
+        assert list(op.input[8:]) == ["fc/B/dequantize", "fc/C_T/dequantize", "x"] and op.input[7] == "fc/bias"
         from dkp_deploy.hub.schema import register_schemas
 
         register_schemas()

@@ -4,7 +4,9 @@
   Inputs by slot: X, F0, F1, F2 (the structure's factors: kron B, C; lmf U, V; hmd W_top, U, V; dense W), row_ptr,
   col_idx, values, bias; an absent optional input is the empty name. Attributes: ``structure``, ``shape``
   ([M, N]) and ``matrix`` (the matrix's name, for reports and validation).
-- ``SparseMatVec`` (lowered node, the C++ op in ops/): Y = X @ W_s^T (+ Y0); col_idx int32 or uint16.
+- ``SparseMatVec`` (lowered node, the C++ op in ops/): Y = X @ W_s^T (+ Y0); col_idx int32 or uint16. Optional
+  B [M1, N1] and C_T [N2, M2] after Y0 add the Kronecker half, kron(B, C) @ x, in the same node (all three ops;
+  SparseMatVecInteger reads that half's float x from a last input, X_kron).
 - ``SparseMatVecInt8`` (lowered node, the same C++ op with int8 values): inputs X, row_ptr, col_idx, values (int8),
   row_scale ([M], W_s[i, :] = row_scale[i] * values), Y0.
 - ``SparseMatVecInteger`` (lowered node of int8-dynamic files): inputs X (uint8, from DynamicQuantizeLinear),
@@ -84,7 +86,7 @@ def _schemas() -> list[defs.OpSchema]:
         "SparseMatVec", DOMAIN, VERSION,
         doc="Y = X @ W^T (+ Y0) for the CSR matrix W (row_ptr, col_idx, values); the C++ op in dkp_deploy's ops.",
         inputs=[_param("X", "T"), _param("row_ptr", "I"), _param("col_idx", "C"), _param("values", "T"),
-                _param("Y0", "T", True)],
+                _param("Y0", "T", True), _param("B", "T", True), _param("C_T", "T", True)],
         outputs=[_param("Y", "T")],
         type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 row pointers"),
                           ("C", ["tensor(int32)", "tensor(uint16)"], "column indices")],
@@ -93,7 +95,7 @@ def _schemas() -> list[defs.OpSchema]:
         "SparseMatVecInt8", DOMAIN, VERSION,
         doc="Y = X @ W^T (+ Y0), W[i, :] = row_scale[i] * the int8 CSR row i; the C++ op in dkp_deploy's ops.",
         inputs=[_param("X", "T"), _param("row_ptr", "I"), _param("col_idx", "C"), _param("values", "Q"),
-                _param("row_scale", "T"), _param("Y0", "T", True)],
+                _param("row_scale", "T"), _param("Y0", "T", True), _param("B", "T", True), _param("C_T", "T", True)],
         outputs=[_param("Y", "T")],
         type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 row pointers"),
                           ("C", ["tensor(int32)", "tensor(uint16)"], "column indices"),
@@ -105,7 +107,8 @@ def _schemas() -> list[defs.OpSchema]:
             "CSR W_s times uint8 X from DynamicQuantizeLinear; the C++ op in dkp_deploy's ops.",
         inputs=[_param("X", "U"), _param("row_ptr", "I"), _param("col_idx", "C"), _param("values", "Q"),
                 _param("row_scale", "T"), _param("x_scale", "T"), _param("x_zero_point", "U"),
-                _param("Y0", "T", True)],
+                _param("Y0", "T", True), _param("B", "T", True), _param("C_T", "T", True),
+                _param("X_kron", "T", True)],
         outputs=[_param("Y", "T")],
         type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 row pointers"),
                           ("C", ["tensor(int32)", "tensor(uint16)"], "column indices"),

@@ -3,14 +3,15 @@
 - structured part: ``kron`` as Reshape -> MatMul -> MatMul -> Reshape (the cheaper association order is picked
   per matrix; no Transpose, no M x N tensor), ``lmf`` / ``hmd`` as Gemms on the factors, ``dense`` as one Gemm.
 - sparse part W_s: ``custom`` = ``ai.dkp::SparseMatVec`` with the structured result + bias fed as Y0 (the add is
-  fused); ``portable`` = standard ops only (see `_portable`; the padded-row / COO index arrays are derived in-graph
-  from the CSR arrays by constant-foldable ops, so the file holds CSR only); ``dense`` = W folded into one Gemm
-  (the baseline). Column indices are uint16 where N <= 65536 (6 bytes per non-zero instead of 8).
+  fused); a ``kron`` half goes into that node too, as its B and C_T inputs (the bias as Y0); ``portable`` =
+  standard ops only (see `_portable`; the padded-row / COO index arrays are derived in-graph from the CSR arrays by
+  constant-foldable ops, so the file holds CSR only); ``dense`` = W folded into one Gemm (the baseline). Column
+  indices are uint16 where N <= 65536 (6 bytes per non-zero instead of 8).
 - ``quantize="int8"`` (custom and portable): the forms of `dkp_deploy.quantize` (int8 factors turned to float by
   Cast + Mul, folded at load; int8 W_s values with per-row scales: ``ai.dkp::SparseMatVecInt8`` or Cast + Mul).
 - ``quantize="int8-dynamic"``: the same tensors; W_s's input x goes through ``DynamicQuantizeLinear`` (uint8, per
   tensor) first: ``custom`` = ``ai.dkp::SparseMatVecInteger`` on the integers, ``portable`` = DequantizeLinear of
-  them into the int8 path above. The structured part reads the float x.
+  them into the int8 path above. The structured part reads the float x (the fused node's X_kron input).
 
 Every lowering records in `roles` which initializer holds which part, so `exported.load_exported` can rebuild W
 from the file's own tensors.
@@ -76,6 +77,15 @@ def _kron(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope: str,
     if bias is not None:
         u = g.node("Add", [u, g.init(f"{scope}/bias", _f32(bias).reshape(m1, m2))], f"{scope}/kron/add_bias")
     return g.node("Reshape", [u, g.i64([-1, m1 * m2])], f"{scope}/kron/reshape_out")
+
+
+def _fused_inputs(g: Graph, w: DopedMatrix, bias: np.ndarray | None, scope: str, roles: dict,
+                  quantize: str | None) -> list[str]:
+    """The sparse node's optional inputs for a Kronecker half it computes itself: [Y0 (the bias [M], or "" for
+    none), B, C_T]."""
+    b_name = weight_factor(g, f"{scope}/B", w.factors["B"], "B", roles, quantize)
+    ct_name = weight_factor(g, f"{scope}/C_T", w.factors["C"], "C_T", roles, quantize, transpose=True)
+    return [g.init(f"{scope}/bias", _f32(bias)) if bias is not None else "", b_name, ct_name]
 
 
 def _structured(g: Graph, x: str, w: DopedMatrix, bias: np.ndarray | None, scope: str, roles: dict,
@@ -204,8 +214,13 @@ def lower(
             bias_name = g.init(f"{scope}/bias", _f32(bias))
         return _gemm(g, x, wn, bias_name, f"{scope}/gemm")
 
-    y0 = _structured(g, x, w, bias, scope, roles, quantize)
     sp = w.sparse
+    # custom: a Kronecker half goes into the sparse node itself (its optional B, C_T inputs; the bias as Y0), which
+    # saves onnxruntime five nodes and multiplies a batch of x by B in one product (docs/ops.md)
+    fused = impl == "custom" and w.structure == "kron" and sp is not None and sp.nnz > 0
+    kron = _fused_inputs(g, w, bias, scope, roles, quantize) if fused else []
+    y0 = None if fused else _structured(g, x, w, bias, scope, roles, quantize)
+    optional = kron or ([y0] if y0 else [])  # the sparse node's inputs from Y0 on
     if sp is None or sp.nnz == 0:
         if y0 is None:  # W = 0 and no bias
             return g.node("Expand", [g.init("const/zero_row", np.zeros((1, 1), np.float32)),
@@ -223,13 +238,12 @@ def lower(
     if quantize == DYNAMIC:  # W_s reads x as uint8 (one scale and zero point over the whole [batch, N] tensor)
         xq, xs, xzp = g.node("DynamicQuantizeLinear", [x], f"{scope}/W_s/quantize_x", outputs=3)
         if impl == "custom":
-            return g.node("SparseMatVecInteger", [xq, rp, ci, vals, rs, xs, xzp] + ([y0] if y0 else []),
+            return g.node("SparseMatVecInteger", [xq, rp, ci, vals, rs, xs, xzp, *optional] + ([x] if kron else []),
                           f"{scope}/sparse_matvec", domain=DKP_DOMAIN)
         x = g.node("DequantizeLinear", [xq, xs, xzp], f"{scope}/W_s/dequantize_x")
     if impl == "custom":
         op, scales = ("SparseMatVecInt8", [rs]) if quantize else ("SparseMatVec", [])
-        return g.node(op, [x, rp, ci, vals, *scales] + ([y0] if y0 else []), f"{scope}/sparse_matvec",
-                      domain=DKP_DOMAIN)
+        return g.node(op, [x, rp, ci, vals, *scales, *optional], f"{scope}/sparse_matvec", domain=DKP_DOMAIN)
     # portable: standard ops index with int32 and multiply floats; these casts of constants fold at load
     if narrow:
         ci = g.node("Cast", [ci], f"{scope}/W_s/col_idx_i32", to=TensorProto.INT32)

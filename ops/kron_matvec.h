@@ -1,0 +1,20 @@
+// The Kronecker half of a doped W.x, kron(B, C) @ x = vec(B @ X @ C^T) with X = x reshaped row-major to [N1, N2],
+// as the ai.dkp sparse ops compute it when given B and C_T: free of any onnxruntime type.
+#pragma once
+
+#include <cstdint>
+
+namespace dkp {
+
+// Y[r, :] += vec(B @ X_r @ C_T) for r < batch: x [batch, n1 * n2] row-major, b [m1, n1], ct [n2, m2] (C^T),
+// y [batch, m1 * m2]. Two small GEMMs per call: T = B @ [X_0 ... X_batch-1] (the rows of X side by side, one
+// product for the whole batch), then each T_r @ C_T, in register blocks of rows x vectors (AVX-512 or AVX2+FMA where
+// the CPU has them, else the baseline vectors), float32 accumulation.
+void kron_matmul(const float* b, int64_t m1, int64_t n1, const float* ct, int64_t n2, int64_t m2, const float* x,
+                 int64_t batch, float* y);
+
+// Which vectors kron_matmul uses on this CPU ("avx512f", "avx2+fma" or "generic"; DKP_OPS_ISA caps it like the
+// sparse kernels).
+const char* kron_matmul_isa();
+
+}  // namespace dkp
