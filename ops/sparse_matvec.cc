@@ -596,37 +596,42 @@ const Kernels& kernels() {
 const char* csr_matmul_isa() { return kernels().isa; }
 const char* integer_tiles_isa() { return kernels().itile[0] ? "avx512vbmi+avx512vnni" : "none"; }
 
-// How many steps per register tile (0: none) for W, by a cost model in units of one SELL-8 non-zero, fitted on the
-// Zen 4 here at 2600 x 1300: a tile costs 3.4, a step 3.3, and the SELL-8 pass over the rest ~2.3 per row on top of
-// its non-zeros. Lane r of a tile covers min(steps, its row's non-zeros in those 32 columns).
-static int tile_steps_for(const Csr& w, int64_t min_cols) {
-  constexpr int kMax = 4;
-  constexpr double kTileCost = 3.4, kStepCost = 3.3, kRestPerRow = 2.3;
-  const int64_t row_tiles = (w.rows + TileView::kRows - 1) / TileView::kRows;
-  const int64_t col_tiles = (min_cols + TileView::kCols - 1) / TileView::kCols;
+// A tiling's cost model, in units of one SELL-8 non-zero: a tile of `rows` x `cols` costs `tile`, each of its steps
+// `step`; a step takes up to `per_step` non-zeros of each row; what the tiles leave costs `rest` per non-zero plus
+// `rest_per_row` per row of W when there is any.
+struct TileCosts {
+  int64_t rows, cols;
+  int per_step, max_steps;
+  double tile, step, rest, rest_per_row;
+};
+
+// How many steps per tile (0: none) the model finds cheapest for W.
+static int tile_steps_for(const Csr& w, int64_t min_cols, const TileCosts& c) {
+  constexpr int kMaxSteps = 4;
+  const int max_steps = std::min(c.max_steps, kMaxSteps);
+  const int64_t row_tiles = (w.rows + c.rows - 1) / c.rows;
+  const int64_t col_tiles = (min_cols + c.cols - 1) / c.cols;
   if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return 0;
-  // Every step count costs at least tiles * (kTileCost + kStepCost), more than no tiles at all when W is this sparse for its
-  // size: answer before the count below, which is O(M * N / 32) whatever nnz is (seconds for a 1e5 x 4e6 W).
-  if (static_cast<double>(row_tiles) * static_cast<double>(col_tiles) * (kTileCost + kStepCost) >=
-      static_cast<double>(w.nnz) + kRestPerRow * static_cast<double>(w.rows)) {
-    return 0;
-  }
-  int64_t covered[kMax + 1] = {};  // non-zeros the tiles take with 0..kMax steps
+  const double tiles = static_cast<double>(row_tiles) * static_cast<double>(col_tiles);
+  const double rest_fixed = c.rest_per_row * static_cast<double>(w.rows);
+  const double no_tiles = c.rest * static_cast<double>(w.nnz) + rest_fixed;
+  // Every step count costs at least tiles * (tile + step), more than no tiles at all when W is this sparse for its
+  // size: answer before the count below, which is O(M * N / cols) whatever nnz is (seconds for a 1e5 x 4e6 W).
+  if (tiles * (c.tile + c.step) >= no_tiles) return 0;
+  int64_t covered[kMaxSteps + 1] = {};  // non-zeros the tiles take with 0..max_steps steps
   std::vector<int32_t> count(static_cast<size_t>(col_tiles));
   for (int64_t i = 0; i < w.rows; ++i) {
     std::fill(count.begin(), count.end(), 0);
-    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) ++count[w.col_idx[k] / TileView::kCols];
-    for (int32_t c : count) {
-      for (int s = 1; s <= kMax; ++s) covered[s] += std::min(c, s);
+    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) ++count[w.col_idx[k] / c.cols];
+    for (int32_t n : count) {
+      for (int s = 1; s <= max_steps; ++s) covered[s] += std::min(n, c.per_step * s);
     }
   }
-  const double tiles = static_cast<double>(row_tiles * col_tiles);
-  const double rest_fixed = kRestPerRow * static_cast<double>(w.rows);
   int best = 0;
-  double best_cost = static_cast<double>(w.nnz) + rest_fixed;
-  for (int s = 1; s <= kMax; ++s) {
+  double best_cost = no_tiles;
+  for (int s = 1; s <= max_steps; ++s) {
     const double rest = static_cast<double>(w.nnz - covered[s]);
-    const double cost = tiles * (kTileCost + kStepCost * s) + rest + (rest > 0 ? rest_fixed : 0.0);
+    const double cost = tiles * (c.tile + c.step * s) + c.rest * rest + (rest > 0 ? rest_fixed : 0.0);
     if (cost < best_cost) {
       best = s;
       best_cost = cost;
@@ -635,10 +640,39 @@ static int tile_steps_for(const Csr& w, int64_t min_cols) {
   return best;
 }
 
+// Walks W row by row: the first `capacity` non-zeros of each row in each `tile_cols`-wide column tile go to
+// place(k, row tile, lane, column tile, slot), the others to rest(k). Returns the rest's row pointers.
+template <typename Place, typename Rest>
+static std::vector<int32_t> split_tiles(const Csr& w, int64_t tile_rows, int64_t tile_cols, int64_t col_tiles,
+                                        int capacity, Place place, Rest rest) {
+  std::vector<int32_t> rest_rp(static_cast<size_t>(w.rows + 1), 0);
+  std::vector<int32_t> used(static_cast<size_t>(col_tiles));
+  int32_t rest_nnz = 0;
+  for (int64_t i = 0; i < w.rows; ++i) {
+    std::fill(used.begin(), used.end(), 0);
+    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) {
+      const int64_t b = w.col_idx[k] / tile_cols;
+      if (used[b] < capacity) {
+        place(k, i / tile_rows, i % tile_rows, b, used[b]++);
+      } else {
+        rest(k);
+        ++rest_nnz;
+      }
+    }
+    rest_rp[i + 1] = rest_nnz;
+  }
+  return rest_rp;
+}
+
+// The float register tiles, fitted on the Zen 4 here at 2600 x 1300: a tile costs 3.4, a step 3.3, and the SELL-8
+// pass over the rest ~2.3 per row on top of its non-zeros. Lane r of a tile covers min(steps, its row's non-zeros
+// in those 32 columns).
+constexpr TileCosts kFloatTileCosts = {TileView::kRows, TileView::kCols, 1, 4, 3.4, 3.3, 1.0, 2.3};
+
 SlicedEll::SlicedEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale)
     : rows_(w.rows), pad_col_(min_cols) {
   if (qvalues) row_scale_.assign(row_scale, row_scale + rows_);
-  const int steps = kernels().tile[0] ? tile_steps_for(w, min_cols) : 0;
+  const int steps = kernels().tile[0] ? tile_steps_for(w, min_cols, kFloatTileCosts) : 0;
   if (steps == 0) {
     if (qvalues) {
       build_sell(w.row_ptr, w.col_idx, qvalues);
@@ -662,36 +696,28 @@ SlicedEll::SlicedEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, cons
   tile_cols_.assign(total * kRows, 0);
   tile_mask_.assign(total, 0);
   // What the tiles do not take stays in CSR form for the SELL-8 pass.
-  std::vector<int32_t> rest_rp(static_cast<size_t>(rows_ + 1), 0), rest_ci;
+  std::vector<int32_t> rest_ci;
   std::vector<float> rest_v;
   std::vector<int8_t> rest_q;
-  std::vector<int32_t> used(static_cast<size_t>(tiles_.col_tiles));
-  for (int64_t i = 0; i < rows_; ++i) {
-    std::fill(used.begin(), used.end(), 0);
-    const int64_t t = i / kRows, lane = i % kRows;
-    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) {
-      const int32_t col = w.col_idx[k];
-      const int64_t b = col / kCols;
-      if (used[b] < steps) {
-        const size_t step = static_cast<size_t>((t * tiles_.col_tiles + b) * steps + used[b]++);
-        if (qvalues) {
-          tile_qvalues_[step * kRows + lane] = qvalues[k];
-        } else {
-          tile_values_[step * kRows + lane] = w.values[k];
-        }
-        tile_cols_[step * kRows + lane] = static_cast<uint8_t>(col % kCols);
-        tile_mask_[step] = static_cast<uint16_t>(tile_mask_[step] | (1u << lane));
-      } else {
-        rest_ci.push_back(col);
-        if (qvalues) {
-          rest_q.push_back(qvalues[k]);
-        } else {
-          rest_v.push_back(w.values[k]);
-        }
-      }
+  const auto place = [&](int64_t k, int64_t t, int64_t lane, int64_t b, int slot) {
+    const size_t step = static_cast<size_t>((t * tiles_.col_tiles + b) * steps + slot);
+    if (qvalues) {
+      tile_qvalues_[step * kRows + lane] = qvalues[k];
+    } else {
+      tile_values_[step * kRows + lane] = w.values[k];
     }
-    rest_rp[i + 1] = static_cast<int32_t>(rest_ci.size());
-  }
+    tile_cols_[step * kRows + lane] = static_cast<uint8_t>(w.col_idx[k] % kCols);
+    tile_mask_[step] = static_cast<uint16_t>(tile_mask_[step] | (1u << lane));
+  };
+  const auto to_rest = [&](int64_t k) {
+    rest_ci.push_back(w.col_idx[k]);
+    if (qvalues) {
+      rest_q.push_back(qvalues[k]);
+    } else {
+      rest_v.push_back(w.values[k]);
+    }
+  };
+  const std::vector<int32_t> rest_rp = split_tiles(w, kRows, kCols, tiles_.col_tiles, steps, place, to_rest);
   tiles_.values = qvalues ? nullptr : tile_values_.data();
   tiles_.qvalues = qvalues ? tile_qvalues_.data() : nullptr;
   tiles_.row_scale = qvalues ? row_scale_.data() : nullptr;
@@ -771,47 +797,17 @@ void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
   kernels().sell(view, xz.data(), part.data(), y);
 }
 
-// How many steps per integer tile (0: none), by a cost model in units of one SELL-8 non-zero like tile_steps_for's,
-// fitted on the Zen 4 here at 2600 x 1300 and 1-5% density: a tile (two loads of x) costs kTileCost, a step (64
-// lanes) kStepCost, a non-zero left to the rest kRestCost (it costs a SELL-8 non-zero for one row of X, but rows
-// of X in blocks of 4 share a step and not the rest: the model leans to covering almost everything), plus a little
-// per row when there is a rest. C++ harness, 20x layer's W_s (164,354 non-zeros): one row 21.0 us with the float
-// tiles, 8.3 / 8.0 us with 2 / 3 integer steps; 8 rows 37 / 29 us.
-static int int_tile_steps_for(const Csr& w, int64_t min_cols) {
-  constexpr int kMax = 3;
-  constexpr int kPerStep = IntTileView::kPerRow;
-  constexpr double kTileCost = 1.0, kStepCost = 5.0, kRestCost = 5.0, kRestPerRow = 0.5;
-  const int64_t row_tiles = (w.rows + IntTileView::kRows - 1) / IntTileView::kRows;
-  const int64_t col_tiles = (min_cols + IntTileView::kCols - 1) / IntTileView::kCols;
-  if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return 0;
-  const double tiles = static_cast<double>(row_tiles) * static_cast<double>(col_tiles);
-  const double rest_fixed = kRestPerRow * static_cast<double>(w.rows);
-  if (tiles * (kTileCost + kStepCost) >= kRestCost * static_cast<double>(w.nnz) + rest_fixed) return 0;
-  int64_t covered[kMax + 1] = {};
-  std::vector<int32_t> count(static_cast<size_t>(col_tiles));
-  for (int64_t i = 0; i < w.rows; ++i) {
-    std::fill(count.begin(), count.end(), 0);
-    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) ++count[w.col_idx[k] / IntTileView::kCols];
-    for (int32_t c : count) {
-      for (int s = 1; s <= kMax; ++s) covered[s] += std::min(c, kPerStep * s);
-    }
-  }
-  int best = 0;
-  double best_cost = kRestCost * static_cast<double>(w.nnz) + rest_fixed;
-  for (int s = 1; s <= kMax; ++s) {
-    const double rest = static_cast<double>(w.nnz - covered[s]);
-    const double cost = tiles * (kTileCost + kStepCost * s) + kRestCost * rest + (rest > 0 ? rest_fixed : 0.0);
-    if (cost < best_cost) {
-      best = s;
-      best_cost = cost;
-    }
-  }
-  return best;
-}
+// The integer tiles, fitted on the Zen 4 here at 2600 x 1300 and 1-5% density: a tile (two loads of x) costs 1, a
+// step (64 lanes) 5, a non-zero left to the rest 5 (it costs a SELL-8 non-zero for one row of X, but rows of X in
+// blocks of 4 share a step and not the rest: the model leans to covering almost everything), plus a little per row
+// when there is a rest. C++ harness, 20x layer's W_s (164,354 non-zeros): one row 21.0 us with the float tiles,
+// 8.3 / 8.0 us with 2 / 3 integer steps; 8 rows 37 / 29 us.
+constexpr TileCosts kIntegerTileCosts = {IntTileView::kRows, IntTileView::kCols, IntTileView::kPerRow, 3,
+                                         1.0, 5.0, 5.0, 0.5};
 
 IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale)
     : rows_(w.rows), min_cols_(min_cols) {
-  const int steps = kernels().itile[0] ? int_tile_steps_for(w, min_cols) : 0;
+  const int steps = kernels().itile[0] ? tile_steps_for(w, min_cols, kIntegerTileCosts) : 0;
   if (steps == 0) {
     rest_ = std::make_unique<const SlicedEll>(w, min_cols, qvalues, row_scale);
     return;
@@ -828,29 +824,20 @@ IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, co
   value_sum_.assign(static_cast<size_t>(tiles_.row_tiles * kRows), 0);
   row_scale_.assign(static_cast<size_t>(tiles_.row_tiles * kRows), 0.f);  // rows past M: scale 0
   std::copy(row_scale, row_scale + rows_, row_scale_.begin());
-  std::vector<int32_t> rest_rp(static_cast<size_t>(rows_ + 1), 0), rest_ci;
+  std::vector<int32_t> rest_ci;
   std::vector<int8_t> rest_q;
-  std::vector<int32_t> used(static_cast<size_t>(tiles_.col_tiles));
-  for (int64_t i = 0; i < rows_; ++i) {
-    std::fill(used.begin(), used.end(), 0);
-    const int64_t t = i / kRows, lane = i % kRows;
-    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) {
-      const int32_t col = w.col_idx[k];
-      const int64_t b = col / kCols;
-      if (used[b] < kPerRow * steps) {
-        const int slot = used[b]++;
-        const size_t at = static_cast<size_t>((t * tiles_.col_tiles + b) * steps + slot / kPerRow) * kLanes +
-                          static_cast<size_t>(lane * kPerRow + slot % kPerRow);
-        tile_cols_[at] = static_cast<uint8_t>(col % kCols);
-        tile_values_[at] = qvalues[k];
-        value_sum_[static_cast<size_t>(i)] += qvalues[k];
-      } else {
-        rest_ci.push_back(col);
-        rest_q.push_back(qvalues[k]);
-      }
-    }
-    rest_rp[i + 1] = static_cast<int32_t>(rest_ci.size());
-  }
+  const auto place = [&](int64_t k, int64_t t, int64_t lane, int64_t b, int slot) {
+    const size_t at = static_cast<size_t>((t * tiles_.col_tiles + b) * steps + slot / kPerRow) * kLanes +
+                      static_cast<size_t>(lane * kPerRow + slot % kPerRow);
+    tile_cols_[at] = static_cast<uint8_t>(w.col_idx[k] % kCols);
+    tile_values_[at] = qvalues[k];
+    value_sum_[static_cast<size_t>(t * kRows + lane)] += qvalues[k];
+  };
+  const auto to_rest = [&](int64_t k) {
+    rest_ci.push_back(w.col_idx[k]);
+    rest_q.push_back(qvalues[k]);
+  };
+  std::vector<int32_t> rest_rp = split_tiles(w, kRows, kCols, tiles_.col_tiles, kPerRow * steps, place, to_rest);
   tiles_.cols = tile_cols_.data();
   tiles_.values = tile_values_.data();
   tiles_.value_sum = value_sum_.data();

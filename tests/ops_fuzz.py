@@ -223,7 +223,7 @@ def integer_cases() -> list[Case]:
 
 
 def kron_cases() -> list[Case]:
-    """The optional Kronecker half (B, C_T after Y0) broken alone, on each op: W here is 3 x 4 = (1 x 2) kron (3 x 2)."""
+    """The optional Kronecker half (B, C_T after Y0) broken alone, on each op (W: 3 x 4 = (1 x 2) kron (3 x 2))."""
     good = {"B": np.ones((1, 2), F32), "C_T": np.ones((2, 3), F32)}
     broken = [
         ("B without C_T", {"B": good["B"]}, ("B", ""), "C_T"),
