@@ -17,7 +17,8 @@ The model is not one of dkp-deploy's classes: pytorch/examples' word_language_mo
    without torch), a one-step graph with the custom op (`model.step.onnx`), its dense-W baseline, and the
    sequence graph (any T and batch).
 5. `dkp_deploy.validate.validate_export` of each file against the torch model in float64 (and the hub).
-6. int8: the doped sequence graph stored in int8 (`quantize="int8"`, checked against its weights dequantized)
+6. int8: the doped sequence graph stored in int8 (`quantize="int8"`, checked against its weights dequantized; and
+   `quantize="int8-dynamic"`, its W_s inputs quantized at run time too)
    and onnxruntime's `quantize_dynamic` of the dense model, the int8 a user tries first: test perplexity of
    each ONNX file in onnxruntime (fp32 doped, int8 doped, int8 dense, fp32 dense) and their sizes.
 7. generate text with the step graph in onnxruntime; time doped vs dense; write summary.json.
@@ -149,9 +150,11 @@ def export_files(model: WordLM, out: Path) -> tuple[dict[str, Path], dict[str, t
         "sequence_hub": export(model, seq_args, out / "model.hub.sequence.onnx", dynamic_shapes=seq_dims,
                                sparse_impl="hub"),
         "sequence_int8": export(model, seq_args, out / "model.int8.onnx", dynamic_shapes=seq_dims, quantize="int8"),
+        "sequence_int8_dynamic": export(model, seq_args, out / "model.int8-dynamic.onnx", dynamic_shapes=seq_dims,
+                                        quantize="int8-dynamic"),
     }
     return files, {"hub": step_args, "step": step_args, "step_dense": step_args, "sequence": seq_args,
-                   "sequence_int8": seq_args}
+                   "sequence_int8": seq_args, "sequence_int8_dynamic": seq_args}
 
 
 def parity(model: WordLM, files: dict[str, Path], args: dict[str, tuple]) -> dict[str, Any]:
@@ -159,14 +162,15 @@ def parity(model: WordLM, files: dict[str, Path], args: dict[str, tuple]) -> dic
     from dkp_deploy.validate import validate_export
 
     out = {}
-    hubs = {"step": files["hub"], "step_dense": files["hub"], "sequence_int8": files["sequence_hub"]}
-    for name in ("step", "step_dense", "sequence", "sequence_int8"):
-        # the int8 file against its hub with the weights dequantized (the torch model holds the float ones)
+    hubs = {"step": files["hub"], "step_dense": files["hub"], "sequence_int8": files["sequence_hub"],
+            "sequence_int8_dynamic": files["sequence_hub"]}
+    for name in ("step", "step_dense", "sequence", "sequence_int8", "sequence_int8_dynamic"):
+        # the int8 files against their hub with the weights dequantized (the torch model holds the float ones)
         report = validate_export(files[name], hub=hubs.get(name), model=model, args=args[name])
         e2e = [r.error for r in report.rows if r.kind == "e2e"]
         layer = [r.error for r in report.rows if r.kind == "layer"]
         out[name] = {"passed": report.passed, "reference": "its hub, weights dequantized" if name in hubs and
-                     name.endswith("int8") else "torch float64", "max_e2e_error": max(e2e, default=math.nan),
+                     "int8" in name else "torch float64", "max_e2e_error": max(e2e, default=math.nan),
                      "max_layer_error": max(layer, default=math.nan), "table": report.table()}
     return out
 
@@ -245,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     # the layers left dense (embedding, decoder) can take onnxruntime's int8 on top of our int8 doped file
     both = int8_dynamic(files["sequence_int8"], args.out / "model.int8.dynamic.onnx")
     compared = {"doped fp32": files["sequence"], "doped int8": files["sequence_int8"],
+                "doped int8-dynamic": files["sequence_int8_dynamic"],
                 "doped int8 + quantize_dynamic of the rest": both,
                 "dense int8 (ORT quantize_dynamic)": dense_files["dense_int8"], "dense fp32": dense_files["dense"]}
     onnx_ppl = {name: onnx_perplexity(path, corpus, s) for name, path in compared.items()}
@@ -273,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
           f"sequence {kb['sequence']}; LSTM CF {summary['lstm_cf']:.2f}x")
     for name, v in summary["parity"].items():
         layer = "" if math.isnan(v["max_layer_error"]) else f", max layer error vs the hub {v['max_layer_error']:.2g}"
-        print(f"parity       {name:13s} {'PASSED' if v['passed'] else 'FAILED'} vs {v['reference']}: max end-to-end "
+        print(f"parity       {name:21s} {'PASSED' if v['passed'] else 'FAILED'} vs {v['reference']}: max end-to-end "
               f"error {v['max_e2e_error']:.2g}{layer}")
     print(f"speed        one step, batch 1, 1 thread (median): doped {sp['step'] * 1e6:.0f} us, dense "
           f"{sp['step_dense'] * 1e6:.0f} us ({sp['step_dense'] / sp['step']:.2f}x)")

@@ -140,16 +140,17 @@ def test_demo_general_path_tiny_runs_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
     for name in ("model.hub.onnx", "model.step.onnx", "model.step.dense.onnx", "model.onnx", "dense.pt",
-                 "model.int8.onnx", "model.dense.int8.onnx"):
+                 "model.int8.onnx", "model.int8-dynamic.onnx", "model.dense.int8.onnx"):
         assert (tmp_path / name).stat().st_size > 0
-    assert set(summary["parity"]) == {"step", "step_dense", "sequence", "sequence_int8"}
+    assert set(summary["parity"]) == {"step", "step_dense", "sequence", "sequence_int8", "sequence_int8_dynamic"}
     assert all(p["passed"] and p["max_e2e_error"] <= 1e-4 for p in summary["parity"].values())
     # onnxruntime's perplexity of the fp32 doped file is torch's; int8 files move it a little, not a lot
     ppl = summary["onnx_perplexity"]
     assert ppl["doped fp32"] == pytest.approx(summary["perplexity"]["fine_tuned"], rel=1e-4)
     assert ppl["dense fp32"] == pytest.approx(summary["perplexity"]["dense"], rel=1e-4)
-    for name in ("doped int8", "dense int8 (ORT quantize_dynamic)"):
-        assert ppl[name] == pytest.approx(ppl[name.replace("int8", "fp32").split(" (")[0]], rel=0.05)
+    for name in ("doped int8", "doped int8-dynamic", "dense int8 (ORT quantize_dynamic)"):
+        assert ppl[name] == pytest.approx(ppl[name.replace("int8-dynamic", "fp32").replace("int8", "fp32")
+                                              .split(" (")[0]], rel=0.05)
     assert summary["lstm_cf"] == pytest.approx(4.0, rel=0.01)
     assert summary["perplexity"]["fine_tuned"] > 1 and summary["generated"].startswith("the assert statement ")
     assert "PASSED" in printed and "FAILED" not in printed
