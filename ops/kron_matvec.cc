@@ -80,6 +80,23 @@ DKP_ALWAYS_INLINE void kron_impl(const float* b, int64_t m1, int64_t n1, const f
   // Per-thread scratch: one kernel object may run on several threads at once.
   thread_local std::vector<float> xs, t, ctp, u;
   const int64_t wp = round_up(batch * n2, kLanes), m2p = round_up(m2, kLanes);
+  ctp.assign(static_cast<size_t>(n2 * m2p), 0.f);
+  for (int64_t k = 0; k < n2; ++k) std::copy(ct + k * m2, ct + (k + 1) * m2, ctp.begin() + k * m2p);
+  u.resize(static_cast<size_t>(m1 * m2p));
+  if (n1 * m2 * (n2 + m1) < m1 * n2 * (n1 + m2)) {
+    // C first has fewer MACs (and a scratch of batch * N1 * M2, where B first's would be batch * M1 * N2, as large as
+    // a dense product for B [M, 1], C [1, N]): T = X @ C_T with X as [batch * N1, N2], then each B @ T_r
+    t.resize(static_cast<size_t>(batch * n1 * m2p));
+    gemm<V, R, VB>(x, n2, batch * n1, n2, ctp.data(), m2p, m2p, t.data(), m2p);
+    for (int64_t r = 0; r < batch; ++r) {
+      gemm<V, R, VB>(b, n1, m1, n1, t.data() + r * n1 * m2p, m2p, m2p, u.data(), m2p);
+      float* yr = y + r * m1 * m2;
+      for (int64_t i = 0; i < m1; ++i) {
+        for (int64_t l = 0; l < m2; ++l) yr[i * m2 + l] += u[i * m2p + l];
+      }
+    }
+    return;
+  }
   xs.assign(static_cast<size_t>(n1 * wp), 0.f);  // xs[j, r * n2 + k] = X_r[j, k]: the batch side by side
   for (int64_t r = 0; r < batch; ++r) {
     for (int64_t j = 0; j < n1; ++j) {
@@ -88,9 +105,6 @@ DKP_ALWAYS_INLINE void kron_impl(const float* b, int64_t m1, int64_t n1, const f
   }
   t.resize(static_cast<size_t>(m1 * wp));
   gemm<V, R, VB>(b, n1, m1, n1, xs.data(), wp, wp, t.data(), wp);  // T = B @ xs
-  ctp.assign(static_cast<size_t>(n2 * m2p), 0.f);
-  for (int64_t k = 0; k < n2; ++k) std::copy(ct + k * m2, ct + (k + 1) * m2, ctp.begin() + k * m2p);
-  u.resize(static_cast<size_t>(m1 * m2p));
   for (int64_t r = 0; r < batch; ++r) {
     gemm<V, R, VB>(t.data() + r * n2, wp, m1, n2, ctp.data(), m2p, m2p, u.data(), m2p);  // T_r @ C_T
     float* yr = y + r * m1 * m2;

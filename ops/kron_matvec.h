@@ -7,8 +7,9 @@
 namespace dkp {
 
 // Y[r, :] += vec(B @ X_r @ C_T) for r < batch: x [batch, n1 * n2] row-major, b [m1, n1], ct [n2, m2] (C^T),
-// y [batch, m1 * m2]. Two small GEMMs per call: T = B @ [X_0 ... X_batch-1] (the rows of X side by side, one
-// product for the whole batch), then each T_r @ C_T, in register blocks of rows x vectors (AVX-512 or AVX2+FMA where
+// y [batch, m1 * m2]. Two small GEMMs per call, in the order with fewer MACs: T = B @ [X_0 ... X_batch-1] (the rows
+// of X side by side, one product for the whole batch), then each T_r @ C_T; or X @ C_T first (X as
+// [batch * n1, n2]), then each B @ T_r. In register blocks of rows x vectors (AVX-512 or AVX2+FMA where
 // the CPU has them, else the baseline vectors), float32 accumulation.
 void kron_matmul(const float* b, int64_t m1, int64_t n1, const float* ct, int64_t n2, int64_t m2, const float* x,
                  int64_t batch, float* y);

@@ -147,15 +147,24 @@ struct IntegerRows {
   bool y0_broadcast;
   float* y;
   int64_t m;
+  std::mutex failed_mutex;  // a block that failed (std::bad_alloc of its scratch) leaves its message here
+  std::string failed;
 };
 
+// Runs on onnxruntime's pool threads too: nothing may leave it as an exception (the caller's try does not cover
+// them), so a failure is kept for the caller to report.
 void run_integer_rows(void* data, size_t k) {
-  const IntegerRows& job = *static_cast<const IntegerRows*>(data);
+  IntegerRows& job = *static_cast<IntegerRows*>(data);
   const int64_t b = static_cast<int64_t>(k) * kIntegerBlock;
   const int64_t rows = std::min(kIntegerBlock, job.batch - b);
   const float* y0 = job.y0 ? (job.y0_broadcast ? job.y0 : job.y0 + b * job.m) : nullptr;
-  job.ell->matmul(job.x + b * job.n, rows, job.n, job.zero_point, job.x_scale, y0, job.y0_broadcast,
-                  job.y + b * job.m);
+  try {
+    job.ell->matmul(job.x + b * job.n, rows, job.n, job.zero_point, job.x_scale, y0, job.y0_broadcast,
+                    job.y + b * job.m);
+  } catch (const std::exception& e) {
+    const std::lock_guard<std::mutex> lock(job.failed_mutex);
+    job.failed = e.what();
+  }
 }
 
 // Releases a status we only inspect, and keeps its message.
@@ -427,10 +436,10 @@ struct Kernel {
                       const float* y0s, bool y0_broadcast, float x_scale, uint8_t zero_point, float* ys) const {
     if (!spec->integer_x) return product(ctx, csr, static_cast<const float*>(x.data), batch, n, y0s, y0_broadcast, ys);
     const uint8_t* xq = static_cast<const uint8_t*>(x.data);
-    if (iell && iell->tile_steps() > 0) {
+    if (iell && (iell->tile_steps() > 0 || batch == 1)) {
       // Through the integer tiles, up to 4 rows of X per pass over W, in blocks of rows on onnxruntime's thread
-      // pool when there are several.
-      IntegerRows job{iell.get(), xq, batch, n, zero_point, x_scale, y0s, y0_broadcast, ys, csr.rows};
+      // pool when there are several (or one row through IntegerEll's SELL-8 copy where it has no tiles).
+      IntegerRows job{iell.get(), xq, batch, n, zero_point, x_scale, y0s, y0_broadcast, ys, csr.rows, {}, {}};
       const size_t blocks = static_cast<size_t>((batch + kIntegerBlock - 1) / kIntegerBlock);
       if (blocks >= 2 && g_api_parallel) {
         if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_integer_rows, blocks, 0, &job)) {
@@ -439,6 +448,7 @@ struct Kernel {
       } else {
         for (size_t k = 0; k < blocks; ++k) run_integer_rows(&job, k);
       }
+      if (!job.failed.empty()) return api->CreateStatus(dkp_ort::ORT_FAIL, (node + ": " + job.failed).c_str());
       return nullptr;
     }
     // Other shapes run the float products on the integers X - x_zero_point (exact in float32), then scale.

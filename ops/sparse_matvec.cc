@@ -598,7 +598,7 @@ const char* integer_tiles_isa() { return kernels().itile[0] ? "avx512vbmi+avx512
 
 // A tiling's cost model, in units of one SELL-8 non-zero: a tile of `rows` x `cols` costs `tile`, each of its steps
 // `step`; a step takes up to `per_step` non-zeros of each row; what the tiles leave costs `rest` per non-zero plus
-// `rest_per_row` per row of W when there is any.
+// `rest_per_row` per row of W when there is any. Tiles are used only where they beat SELL-8 alone for one row.
 struct TileCosts {
   int64_t rows, cols;
   int per_step, max_steps;
@@ -614,7 +614,7 @@ static int tile_steps_for(const Csr& w, int64_t min_cols, const TileCosts& c) {
   if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return 0;
   const double tiles = static_cast<double>(row_tiles) * static_cast<double>(col_tiles);
   const double rest_fixed = c.rest_per_row * static_cast<double>(w.rows);
-  const double no_tiles = c.rest * static_cast<double>(w.nnz) + rest_fixed;
+  const double no_tiles = static_cast<double>(w.nnz) + rest_fixed;  // SELL-8 alone, one row of X
   // Every step count costs at least tiles * (tile + step), more than no tiles at all when W is this sparse for its
   // size: answer before the count below, which is O(M * N / cols) whatever nnz is (seconds for a 1e5 x 4e6 W).
   if (tiles * (c.tile + c.step) >= no_tiles) return 0;
@@ -805,9 +805,21 @@ void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
 constexpr TileCosts kIntegerTileCosts = {IntTileView::kRows, IntTileView::kCols, IntTileView::kPerRow, 3,
                                          1.0, 5.0, 5.0, 0.5};
 
+// The tiles sum a row's products in int32 lanes: exact while a row has at most this many non-zeros (|q| <= 128,
+// x - zero_point in [-255, 255]: each product below 32640 in magnitude). A longer row (N above ~700k columns)
+// keeps W out of the tiles, so that every CPU computes the same function.
+constexpr int64_t kMaxIntegerRow = INT32_MAX / (128 * 255);
+
+static int64_t longest_row(const Csr& w) {
+  int64_t longest = 0;
+  for (int64_t i = 0; i < w.rows; ++i) longest = std::max<int64_t>(longest, w.row_ptr[i + 1] - w.row_ptr[i]);
+  return longest;
+}
+
 IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale)
     : rows_(w.rows), min_cols_(min_cols) {
-  const int steps = kernels().itile[0] ? tile_steps_for(w, min_cols, kIntegerTileCosts) : 0;
+  const int steps = kernels().itile[0] && longest_row(w) <= kMaxIntegerRow
+                        ? tile_steps_for(w, min_cols, kIntegerTileCosts) : 0;
   if (steps == 0) {
     rest_ = std::make_unique<const SlicedEll>(w, min_cols, qvalues, row_scale);
     return;
@@ -842,12 +854,15 @@ IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, co
   tiles_.values = tile_values_.data();
   tiles_.value_sum = value_sum_.data();
   tiles_.row_scale = row_scale_.data();
-  Csr rest;
-  rest.rows = rows_;
-  rest.nnz = static_cast<int64_t>(rest_ci.size());
-  rest.row_ptr = rest_rp.data();
-  rest.col_idx = rest_ci.data();
-  rest_ = std::make_unique<const SlicedEll>(rest, min_cols, rest_q.data(), row_scale);
+  small_rest_ = static_cast<int64_t>(rest_ci.size()) < min_cols;
+  if (!small_rest_) {  // one row at a time adds a large rest by SELL-8 (a small one entry by entry, see matmul)
+    Csr rest;
+    rest.rows = rows_;
+    rest.nnz = static_cast<int64_t>(rest_ci.size());
+    rest.row_ptr = rest_rp.data();
+    rest.col_idx = rest_ci.data();
+    rest_ = std::make_unique<const SlicedEll>(rest, min_cols, rest_q.data(), row_scale);
+  }
   // the rest again, for several rows of X at once: a CSR of its non-empty rows only (usually few), values scaled
   rest_values_.resize(rest_q.size());
   rest_row_ptr_.assign(1, 0);
@@ -858,7 +873,6 @@ IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, co
     rest_row_ptr_.push_back(rest_rp[i + 1]);
   }
   rest_cols_ = std::move(rest_ci);
-  small_rest_ = static_cast<int64_t>(rest_cols_.size()) < min_cols;
 }
 
 void IntegerEll::matmul(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero_point, float x_scale,

@@ -222,3 +222,23 @@ def test_kronecker_half(mode: str, kron_constant: bool) -> None:
                   "broadcast": rng.standard_normal(m1 * m2)}[y0_kind]
             y0 = None if y0 is None else y0.astype(np.float32)
             assert_matches(*run_case(w, x, y0, constant=True, mode=mode, kron=kron, kron_constant=kron_constant))
+
+
+def test_integer_rows_too_long_for_int32_lanes() -> None:
+    """16 rows of 67,500 products of -127 x 255 (12 per 128 columns: what the integer tiles would take) sum below
+    -2^31: the tiles' int32 lanes would wrap, so such a W stays out of them and the op gives the float64 sum (up to
+    float32 rounding) on every CPU."""
+    rows, tiles, per_tile = 16, 5625, 12
+    rng = np.random.default_rng(5)
+    cols = np.concatenate([np.sort(rng.choice(128, per_tile, replace=False)) + 128 * t for t in range(tiles)])
+    nnz = cols.size
+    arrays = {"X": np.full((1, 128 * tiles), 255, np.uint8),
+              "row_ptr": (np.arange(rows + 1) * nnz).astype(np.int32),
+              "col_idx": np.tile(cols, rows).astype(np.int32), "values": np.full(rows * nnz, -127, np.int8),
+              "row_scale": np.full(rows, 0.5, np.float32), "x_scale": np.asarray(0.25, np.float32),
+              "x_zero_point": np.asarray(0, np.uint8)}
+    names = ["X", "row_ptr", "col_idx", "values", "row_scale", "x_scale", "x_zero_point"]
+    sess = session(model_bytes(arrays, names, constant=names[1:5], op_type="SparseMatVecInteger"))
+    (got,) = sess.run(None, {k: arrays[k] for k in ("X", "x_scale", "x_zero_point")})
+    # float32 sums of 67,500 terms of one sign: ~2e-4 relative; a wrapped int32 lane is off by 2^32 * 0.125
+    np.testing.assert_allclose(got, np.full((1, rows), 0.25 * 0.5 * -127 * 255 * nnz), rtol=1e-3)

@@ -3,9 +3,10 @@
 // product written here. The ONNX models of `make arm-check` feed 2 or more rows, so they never reach the batch-1
 // SELL-8 kernels (float and int8 values); this program covers every path:
 // batch 1 (SELL-8 float, SELL-8 int8, CSR), 2-4 (width 4), 5-8 (width 8), 9-16 (width 16), 17 and 33 (several
-// blocks, a last block of one row), with Y0, empty rows, explicit zeros, densities 1%-100%; and IntegerEll (batch 1
-// of SparseMatVecInteger: uint8 x with a zero point, integer tiles where the CPU has them).
+// blocks, a last block of one row), with Y0, empty rows, explicit zeros, densities 1%-100%; IntegerEll (uint8 x with a
+// zero point, integer tiles where the CPU has them: 1 to 9 rows of x); and kron_matmul (the ops' Kronecker half).
 // Exit status 0 when every element is within 1e-5 of the sum of |terms| (+1e-6), else 1.
+#include "kron_matvec.cc"
 #include "sparse_matvec.cc"  // the kernels live in an anonymous namespace: one translation unit
 
 #include <cmath>
@@ -53,27 +54,38 @@ int main() {
     }
     Csr wq = w;
     wq.values = deq.data();
-    {
-      const dkp::IntegerEll iell(w, min_cols, q.data(), scale.data());
-      std::vector<uint8_t> xq(static_cast<size_t>(n));
+    const dkp::IntegerEll iell(w, min_cols, q.data(), scale.data());
+    for (int batch : {1, 2, 3, 4, 5, 9}) {
+      std::vector<uint8_t> xq(static_cast<size_t>(batch) * n);
       for (uint8_t& e : xq) e = static_cast<uint8_t>(gen() % 256);
       const uint8_t zp = static_cast<uint8_t>(gen() % 256);
       const float xs = 0.01f + static_cast<float>(gen() % 100) * 1e-3f;
-      std::vector<float> y0(static_cast<size_t>(m)), y(static_cast<size_t>(m));
+      std::vector<float> y0(static_cast<size_t>(batch) * m), y(static_cast<size_t>(batch) * m);
       for (float& e : y0) e = uni(gen);
-      iell.matvec(xq.data(), zp, xs, y0.data(), y.data());
+      if (batch == 1) {
+        iell.matvec(xq.data(), zp, xs, y0.data(), y.data());
+      } else {
+        iell.matmul(xq.data(), batch, n, zp, xs, y0.data(), false, y.data());
+      }
       ++products;
-      for (int i = 0; i < m; ++i) {
-        double ref = y0[i], mag = std::fabs(ref);
-        for (int k = rp[i]; k < rp[i + 1]; ++k) {
-          const double t = static_cast<double>(deq[k]) * xs * (static_cast<int>(xq[ci[k]]) - zp);
-          ref += t;
-          mag += std::fabs(t);
-        }
-        ++checked;
-        if (!(std::fabs(y[i] - ref) <= 1e-5 * mag + 1e-6)) {
-          if (bad < 5) std::printf("MISMATCH m=%d n=%d integer row %d: %.9g, float64 %.9g\n", m, n, i, y[i], ref);
-          ++bad;
+      for (int r = 0; r < batch; ++r) {
+        for (int i = 0; i < m; ++i) {
+          double ref = y0[static_cast<size_t>(r) * m + i], mag = std::fabs(ref);
+          for (int k = rp[i]; k < rp[i + 1]; ++k) {
+            const int xv = xq[static_cast<size_t>(r) * n + ci[k]];
+            const double t = static_cast<double>(deq[k]) * xs * (xv - zp);
+            ref += t;
+            mag += std::fabs(t);
+          }
+          const double got = y[static_cast<size_t>(r) * m + i];
+          ++checked;
+          if (!(std::fabs(got - ref) <= 1e-5 * mag + 1e-6)) {
+            if (bad < 5) {
+              std::printf("MISMATCH m=%d n=%d integer batch %d row %d: %.9g, float64 %.9g\n", m, n, batch, i, got,
+                          ref);
+            }
+            ++bad;
+          }
         }
       }
     }
@@ -109,7 +121,46 @@ int main() {
       }
     }
   }
-  std::printf("kernel_parity (%s kernels, integer tiles %s): %lld products, %lld elements, %lld mismatches\n", dkp::csr_matmul_isa(),
-              dkp::integer_tiles_isa(), static_cast<long long>(products), static_cast<long long>(checked), static_cast<long long>(bad));
+  for (int trial = 0; trial < 60; ++trial) {  // the Kronecker half: y += vec(B @ X_r @ C^T), both orders of products
+    const int m1 = 1 + static_cast<int>(gen() % 40), n1 = 1 + static_cast<int>(gen() % 40);
+    const int m2 = 1 + static_cast<int>(gen() % 40), n2 = 1 + static_cast<int>(gen() % 40);
+    const int batch = 1 + static_cast<int>(gen() % 9);
+    std::vector<float> b(static_cast<size_t>(m1) * n1), ct(static_cast<size_t>(n2) * m2),
+        x(static_cast<size_t>(batch) * n1 * n2), y(static_cast<size_t>(batch) * m1 * m2);
+    for (float& e : b) e = uni(gen);
+    for (float& e : ct) e = uni(gen);
+    for (float& e : x) e = uni(gen);
+    for (float& e : y) e = uni(gen);
+    const std::vector<float> y0 = y;
+    dkp::kron_matmul(b.data(), m1, n1, ct.data(), n2, m2, x.data(), batch, y.data());
+    ++products;
+    for (int r = 0; r < batch; ++r) {
+      for (int i = 0; i < m1; ++i) {
+        for (int l = 0; l < m2; ++l) {
+          const size_t at = (static_cast<size_t>(r) * m1 + i) * m2 + l;
+          double ref = y0[at], mag = std::fabs(ref);
+          for (int j = 0; j < n1; ++j) {
+            for (int k = 0; k < n2; ++k) {
+              const double t = static_cast<double>(b[static_cast<size_t>(i) * n1 + j]) *
+                               x[(static_cast<size_t>(r) * n1 + j) * n2 + k] * ct[static_cast<size_t>(k) * m2 + l];
+              ref += t;
+              mag += std::fabs(t);
+            }
+          }
+          ++checked;
+          if (!(std::fabs(y[at] - ref) <= 1e-5 * mag + 1e-6)) {
+            if (bad < 5) {
+              std::printf("MISMATCH kron %dx%d, %dx%d batch %d: %.9g, float64 %.9g\n", m1, n1, m2, n2, batch, y[at],
+                          ref);
+            }
+            ++bad;
+          }
+        }
+      }
+    }
+  }
+  std::printf("kernel_parity (%s kernels, integer tiles %s, kron %s): %lld products, %lld elements, %lld mismatches\n",
+              dkp::csr_matmul_isa(), dkp::integer_tiles_isa(), dkp::kron_matmul_isa(),
+              static_cast<long long>(products), static_cast<long long>(checked), static_cast<long long>(bad));
   return bad == 0 ? 0 : 1;
 }
