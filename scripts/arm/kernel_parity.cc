@@ -13,13 +13,27 @@
 #include <cstdio>
 #include <random>
 
+// Counts products, elements and mismatches (|got - ref| > 1e-5 * the sum of |terms| + 1e-6), printing the first few.
+struct Tally {
+  int64_t products = 0, checked = 0, bad = 0;
+  template <typename Describe>
+  void check(double got, double ref, double mag, Describe describe) {
+    ++checked;
+    if (std::fabs(got - ref) <= 1e-5 * mag + 1e-6) return;
+    if (bad++ < 5) {
+      describe();
+      std::printf(": %.9g, float64 %.9g\n", got, ref);
+    }
+  }
+};
+
 int main() {
   using dkp::Csr;
   using dkp::SlicedEll;
   std::mt19937 gen(7);
   std::uniform_real_distribution<float> uni(-1.f, 1.f);
   const double densities[] = {0.01, 0.05, 0.3, 1.0};
-  int64_t products = 0, bad = 0, checked = 0;
+  Tally tally;
   for (int trial = 0; trial < 40; ++trial) {
     const int m = 1 + static_cast<int>(gen() % 300), n = 1 + static_cast<int>(gen() % 200);
     std::bernoulli_distribution keep(densities[trial % 4]);
@@ -67,7 +81,7 @@ int main() {
       } else {
         iell.matmul(xq.data(), batch, n, zp, xs, y0.data(), false, y.data());
       }
-      ++products;
+      ++tally.products;
       for (int r = 0; r < batch; ++r) {
         for (int i = 0; i < m; ++i) {
           double ref = y0[static_cast<size_t>(r) * m + i], mag = std::fabs(ref);
@@ -77,15 +91,8 @@ int main() {
             ref += t;
             mag += std::fabs(t);
           }
-          const double got = y[static_cast<size_t>(r) * m + i];
-          ++checked;
-          if (!(std::fabs(got - ref) <= 1e-5 * mag + 1e-6)) {
-            if (bad < 5) {
-              std::printf("MISMATCH m=%d n=%d integer batch %d row %d: %.9g, float64 %.9g\n", m, n, batch, i, got,
-                          ref);
-            }
-            ++bad;
-          }
+          tally.check(y[static_cast<size_t>(r) * m + i], ref, mag,
+                      [&] { std::printf("MISMATCH m=%d n=%d integer batch %d row %d", m, n, batch, i); });
         }
       }
     }
@@ -98,7 +105,7 @@ int main() {
         const Csr& ww = mode == 1 ? wq : w;
         const SlicedEll* ell = mode == 0 ? &ell_f32 : mode == 1 ? &ell_i8 : nullptr;
         dkp::csr_matmul(ww, ell, x.data(), batch, n, mode == 2 ? nullptr : y0.data(), false, y.data());
-        ++products;
+        ++tally.products;
         for (int r = 0; r < batch; ++r) {
           for (int i = 0; i < m; ++i) {
             double ref = mode == 2 ? 0.0 : y0[static_cast<size_t>(r) * m + i], mag = std::fabs(ref);
@@ -107,15 +114,10 @@ int main() {
               ref += t;
               mag += std::fabs(t);
             }
-            const double got = y[static_cast<size_t>(r) * m + i];
-            ++checked;
-            if (!(std::fabs(got - ref) <= 1e-5 * mag + 1e-6)) {
-              if (bad < 5) {
-                std::printf("MISMATCH m=%d n=%d batch=%d %s row %d of x %d: %.9g, float64 %.9g\n", m, n, batch,
-                            mode == 0 ? "float SELL" : mode == 1 ? "int8 SELL" : "CSR", i, r, got, ref);
-              }
-              ++bad;
-            }
+            tally.check(y[static_cast<size_t>(r) * m + i], ref, mag, [&] {
+              std::printf("MISMATCH m=%d n=%d batch=%d %s row %d of x %d", m, n, batch,
+                          mode == 0 ? "float SELL" : mode == 1 ? "int8 SELL" : "CSR", i, r);
+            });
           }
         }
       }
@@ -133,7 +135,7 @@ int main() {
     for (float& e : y) e = uni(gen);
     const std::vector<float> y0 = y;
     dkp::kron_matmul(b.data(), m1, n1, ct.data(), n2, m2, x.data(), batch, y.data());
-    ++products;
+    ++tally.products;
     for (int r = 0; r < batch; ++r) {
       for (int i = 0; i < m1; ++i) {
         for (int l = 0; l < m2; ++l) {
@@ -147,20 +149,15 @@ int main() {
               mag += std::fabs(t);
             }
           }
-          ++checked;
-          if (!(std::fabs(y[at] - ref) <= 1e-5 * mag + 1e-6)) {
-            if (bad < 5) {
-              std::printf("MISMATCH kron %dx%d, %dx%d batch %d: %.9g, float64 %.9g\n", m1, n1, m2, n2, batch, y[at],
-                          ref);
-            }
-            ++bad;
-          }
+          tally.check(y[at], ref, mag,
+                      [&] { std::printf("MISMATCH kron %dx%d, %dx%d batch %d", m1, n1, m2, n2, batch); });
         }
       }
     }
   }
   std::printf("kernel_parity (%s kernels, integer tiles %s, kron %s): %lld products, %lld elements, %lld mismatches\n",
               dkp::csr_matmul_isa(), dkp::integer_tiles_isa(), dkp::kron_matmul_isa(),
-              static_cast<long long>(products), static_cast<long long>(checked), static_cast<long long>(bad));
-  return bad == 0 ? 0 : 1;
+              static_cast<long long>(tally.products), static_cast<long long>(tally.checked),
+              static_cast<long long>(tally.bad));
+  return tally.bad == 0 ? 0 : 1;
 }
