@@ -138,6 +138,13 @@ def _errors(out: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
     return max_abs, (max_abs / scale if scale else max_abs), max_abs / max(1.0, scale)
 
 
+def _e2e_row(name: str, out: np.ndarray, ref: np.ndarray, tol: float, quantize: str | None) -> Row:
+    """One output against its float64 reference (an int8-dynamic file's failure notes the rounding flips)."""
+    max_abs, max_rel, err = _errors(out, ref)
+    note = _FLIP_NOTE if quantize == DYNAMIC and err > tol else ""
+    return Row("e2e", name, max_abs, max_rel, err, tol, err <= tol, note)
+
+
 def _layer_row(name: str, got: np.ndarray | None, want: np.ndarray, tol: float) -> Row:
     """W rebuilt from the file (`got`, None when absent) against the source's W: normwise relative error."""
     if got is None:
@@ -319,9 +326,7 @@ def validate(
                 report.rows.append(Row("e2e", f"{label}: {name}", np.inf, np.inf, np.inf, atol_e2e, False,
                                        "output missing"))
                 continue
-            max_abs, max_rel, err = _errors(out[name], r)
-            note = _FLIP_NOTE if quantize == DYNAMIC and err > atol_e2e else ""
-            report.rows.append(Row("e2e", f"{label}: {name}", max_abs, max_rel, err, atol_e2e, err <= atol_e2e, note))
+            report.rows.append(_e2e_row(f"{label}: {name}", out[name], r, atol_e2e, quantize))
     return report
 
 
@@ -429,10 +434,8 @@ def validate_export(
             refs.append(("torch", _torch_outputs(model, args, [feeds[name] for name in inputs])))
         for ref_name, values in refs:
             for name, ref in zip(outputs, values):
-                max_abs, max_rel, err = _errors(out[name], np.asarray(ref, np.float64))
-                note = _FLIP_NOTE if quantized == DYNAMIC and err > atol_e2e else ""
-                report.rows.append(Row("e2e", f"{label} vs {ref_name}: {name}", max_abs, max_rel, err, atol_e2e,
-                                       err <= atol_e2e, note))
+                report.rows.append(_e2e_row(f"{label} vs {ref_name}: {name}", out[name],
+                                            np.asarray(ref, np.float64), atol_e2e, quantized))
     return report
 
 

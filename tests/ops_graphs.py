@@ -120,14 +120,13 @@ def integer_x(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
 
 def run_case(
     w: sp.csr_matrix, x: np.ndarray, y0: np.ndarray | None, *, constant: bool, y0_as_empty_name: bool = False,
-    threads: int = 1, col_dtype: type = np.int32, int8: bool = False, mode: str | None = None,
+    threads: int = 1, col_dtype: type = np.int32, mode: str = "float",
     kron: tuple[np.ndarray, np.ndarray] | None = None, kron_constant: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs Y = X @ W^T (+ Y0) through the op of `mode` (default "int8" when `int8`, else "float"): SparseMatVecInt8
+    """Runs Y = X @ W^T (+ Y0) through the op of `mode` (one of MODES): SparseMatVec; SparseMatVecInt8
     with W quantized per row; SparseMatVecInteger with that W and X as uint8 (`integer_x`). `kron` = (B, C): the
     op's Kronecker half adds kron(B, C) @ x (float x; SparseMatVecInteger reads it from X_kron), B and C_T constant
     initializers or graph inputs. Returns (got, expected float64, error scale)."""
-    mode = mode or ("int8" if int8 else "float")
     x_float = x
     arrays = {"X": x, **csr_arrays(w, col_dtype)}
     matrix = CSR_NAMES

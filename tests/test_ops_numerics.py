@@ -181,7 +181,7 @@ def test_non_finite_x_in_register_tiles(density: float, int8: bool) -> None:
     w.data[::97] = 0.0  # explicit zeros
     x = rng.standard_normal((1, 700)).astype(np.float32)
     x[:, [3, 40, 333]] = [np.inf, -np.inf, np.nan]
-    got, expected, _ = run_case(w, x, None, constant=True, int8=int8)
+    got, expected, _ = run_case(w, x, None, constant=True, mode="int8" if int8 else "float")
     finite = np.isfinite(expected)
     assert finite.any() and not finite.all()
     assert np.array_equal(np.isfinite(got), finite)

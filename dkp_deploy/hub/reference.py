@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
+from ..reference import matmul
 from .embedding import read_doped_gather
 from .matrix import read_doped_matmul
 from .schema import DOMAIN
@@ -33,12 +34,7 @@ class DopedMatMul(OpRun):
                                      domain=DOMAIN, structure=structure, shape=list(shape), matrix=matrix or "")
         arrays = {k: v for k, v in given.items() if v is not None}
         w, b = read_doped_matmul(node, arrays)
-        f = type(self).sparse_input
-        x = np.asarray(x, np.float64)
-        if f is None or w.structure == "dense" or w.sparse is None or w.sparse.nnz == 0:
-            y = x @ w.dense(np.float64).T
-        else:
-            y = x @ w.structured_dense(np.float64).T + np.asarray(f(x), np.float64) @ w.sparse.to_dense().T
+        y = matmul(w, type(self).sparse_input)(np.asarray(x, np.float64))
         if b is not None:
             y = y + b.astype(np.float64)
         return (y,)
