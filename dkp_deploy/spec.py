@@ -95,6 +95,46 @@ class CSR:
             return None
         return (cols[:, 0] // width).astype(np.int32)
 
+    def column_gaps(self) -> tuple[CSR, np.ndarray]:
+        """The columns as uint8 gaps, as ``ai.dkp`` ops read a uint8 col_idx: each entry's column minus the previous
+        entry's in its row (the first entry's: its column). A gap over 255 is bridged by zero-valued entries 255
+        columns apart, so the returned CSR (the same matrix) may hold a few more entries than this one; at 90-99%
+        sparsity and random columns that is about one in a million gaps."""
+        cols = self.col_idx.astype(np.int64)
+        starts = self.row_ptr[:-1].astype(np.int64)
+        prev = np.empty_like(cols)
+        if cols.size:
+            prev[1:] = cols[:-1]
+            prev[starts[starts < cols.size]] = 0
+        gaps = cols - prev
+        fillers = np.maximum((gaps - 1) // 255, 0)  # entries at prev + 255, prev + 510, ... before this one
+        if not fillers.any():
+            return self, gaps.astype(np.uint8)
+        count = fillers + 1
+        at = np.repeat(np.arange(cols.size), count)  # the source entry of every output entry
+        step = np.arange(at.size) - np.repeat(np.cumsum(count) - count, count)  # 0 .. fillers[k] within entry k
+        last = step == fillers[at]
+        new_cols = np.where(last, cols[at], prev[at] + 255 * (step + 1))
+        values = np.where(last, self.values[at], 0).astype(self.values.dtype)
+        row_ptr = np.concatenate([[0], np.cumsum(count)])[self.row_ptr.astype(np.int64)].astype(np.int32)
+        out = CSR(self.shape, row_ptr, new_cols.astype(np.int32), values)
+        return out, out.column_gaps()[1]
+
+    @classmethod
+    def from_column_gaps(cls, shape: tuple[int, int], row_ptr: np.ndarray, gaps: np.ndarray, values: np.ndarray,
+                         name: str = "W_s") -> CSR:
+        """The CSR whose uint8 col_idx holds gaps (`column_gaps`); `InputError` if row_ptr cannot delimit them."""
+        rp = np.asarray(row_ptr).astype(np.int64)
+        gaps = np.asarray(gaps)
+        if rp.ndim != 1 or rp.size == 0 or rp[0] != 0 or np.any(np.diff(rp) < 0) or rp[-1] != gaps.size:
+            raise InputError(f"{name}.row_ptr: does not delimit the {gaps.size} column gaps (must rise from 0 to "
+                             f"{gaps.size})")
+        c = np.concatenate([[0], np.cumsum(gaps.astype(np.int64))])
+        cols = c[1:] - np.repeat(c[rp[:-1]], np.diff(rp))
+        if cols.size and cols.max() > np.iinfo(np.int32).max:
+            raise InputError(f"{name}.col_idx: the gaps reach column {cols.max()}, past int32")
+        return cls(shape, np.asarray(row_ptr), cols.astype(np.int32), np.asarray(values))
+
     def to_dense(self, dtype: Any = np.float64) -> np.ndarray:
         m, n = self.shape
         out = np.zeros((m, n), dtype=dtype)

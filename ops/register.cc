@@ -1,9 +1,10 @@
 // ai.dkp::SparseMatVec and ai.dkp::SparseMatVecInt8 as onnxruntime custom ops, and the library entry point
 // RegisterCustomOps.
 //
-// Contract (docs/ops.md): inputs X float32 [..., N], row_ptr int32 [M+1], col_idx int32 or uint16 [nnz], values
-// float32 [nnz] (SparseMatVecInt8: int8 [nnz] and row_scale float32 [M], W[i, :] = row_scale[i] * values), optional
-// Y0 float32 [..., M] (or [M], broadcast); output Y float32 [..., M] = X @ W^T (+ Y0).
+// Contract (docs/ops.md): inputs X float32 [..., N], row_ptr int32 [M+1], col_idx int32 or uint16 [nnz] (or uint8:
+// column gaps, each entry's column minus the previous one's in its row), values float32 [nnz] (SparseMatVecInt8:
+// int8 [nnz] and row_scale float32 [M], W[i, :] = row_scale[i] * values), optional Y0 float32 [..., M] (or [M],
+// broadcast); output Y float32 [..., M] = X @ W^T (+ Y0).
 // SparseMatVecInteger: X uint8 as DynamicQuantizeLinear writes it, and after row_scale the scalars x_scale (float32)
 // and x_zero_point (uint8); Y = x_scale * (X - x_zero_point) @ W^T (+ Y0), W as in SparseMatVecInt8.
 // All three take the Kronecker half too, as optional inputs after Y0: B float32 [M1, N1] and C_T float32 [N2, M2]
@@ -31,7 +32,7 @@ namespace {
 
 constexpr const char* kDomain = "ai.dkp";
 constexpr size_t kMaxInputs = 11;
-// col_idx is declared with no fixed type (onnxruntime then accepts any) so that both int32 and uint16 load; the
+// col_idx is declared with no fixed type (onnxruntime then accepts any) so that int32, uint16 and uint8 load; the
 // kernel refuses every other type with an error naming the input.
 constexpr dkp_ort::TensorElementType kAnyType = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 constexpr dkp_ort::TensorElementType kF32 = dkp_ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
@@ -181,6 +182,25 @@ struct Converted {
   std::vector<float> values;
 };
 
+// The columns of a uint8 col_idx, which holds each entry's column minus the previous entry's in its row (the
+// first entry's: its column). Sums run in int64 and saturate at INT32_MAX, which the column check then refuses. A
+// row_ptr that does not delimit the gaps leaves the columns 0, for check_csr to name its fault.
+void columns_from_gaps(const int32_t* row_ptr, int64_t row_ptr_len, const uint8_t* gaps, int64_t nnz,
+                       std::vector<int32_t>* cols) {
+  cols->assign(static_cast<size_t>(nnz), 0);
+  if (row_ptr_len < 1 || row_ptr[0] != 0 || row_ptr[row_ptr_len - 1] != nnz) return;
+  for (int64_t i = 0; i + 1 < row_ptr_len; ++i) {
+    if (row_ptr[i + 1] < row_ptr[i]) return;
+  }
+  for (int64_t i = 0; i + 1 < row_ptr_len; ++i) {
+    int64_t col = 0;
+    for (int64_t k = row_ptr[i]; k < row_ptr[i + 1]; ++k) {
+      col = std::min<int64_t>(col + gaps[k], INT32_MAX);
+      (*cols)[k] = static_cast<int32_t>(col);
+    }
+  }
+}
+
 struct Kernel {
   const Api* api = nullptr;
   const OpSpec* spec = nullptr;
@@ -220,7 +240,9 @@ struct Kernel {
     const std::string name = "input '" + std::string(spec->input_names[index]) + "'";
     const dkp_ort::TensorElementType want = spec->input_types[index];
     if (want == kAnyType) {  // col_idx
-      if (t.type != kI32 && t.type != kU16) return error(name + " must be int32 or uint16, got " + type_name(t.type));
+      if (t.type != kI32 && t.type != kU16 && t.type != kU8) {
+        return error(name + " must be int32, uint16 or uint8 (column gaps), got " + type_name(t.type));
+      }
     } else if (t.type != want) {
       return error(name + " must be " + type_name(want) + ", got " + type_name(t.type));
     }
@@ -241,6 +263,10 @@ struct Kernel {
     if (t[kColIdx].type == kU16) {
       const uint16_t* c16 = static_cast<const uint16_t*>(t[kColIdx].data);
       conv->cols.assign(c16, c16 + nnz);
+      col_idx = conv->cols.data();
+    } else if (t[kColIdx].type == kU8) {
+      columns_from_gaps(static_cast<const int32_t*>(t[kRowPtr].data), t[kRowPtr].dims[0],
+                        static_cast<const uint8_t*>(t[kColIdx].data), nnz, &conv->cols);
       col_idx = conv->cols.data();
     }
     const std::string msg = dkp::check_csr(

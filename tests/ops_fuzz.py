@@ -141,7 +141,32 @@ def curated_cases() -> list[Case]:
         Case("everything constant, col_idx == N", arrays(col_idx=np.array([0, 1, 1, 2, 4], I32)), ("col_idx",),
              constant=("X", *CSR_NAMES)),
     ]
-    return cases + int8_cases() + integer_cases() + kron_cases()
+    return cases + int8_cases() + integer_cases() + kron_cases() + gap_cases()
+
+
+def gap_cases() -> list[Case]:
+    """uint8 col_idx (column gaps, summed within each row) that reach past N, or that row_ptr cannot delimit."""
+    u8 = np.uint8
+    gaps = np.array([0, 1, 1, 1, 1], u8)  # COL_IDX as gaps
+    broken = [
+        ("gaps reach N", {"col_idx": np.array([0, 1, 1, 1, 2], u8)}, "col_idx"),
+        ("a gap of 255", {"col_idx": np.array([0, 1, 255, 1, 1], u8)}, "col_idx"),
+        ("row_ptr[M] > nnz", {"col_idx": gaps, "row_ptr": np.array([0, 2, 2, 6], I32)}, "col_idx"),
+        ("row_ptr decreasing", {"col_idx": gaps, "row_ptr": np.array([0, 3, 2, 5], I32)}, "row_ptr"),
+        ("row_ptr middle huge", {"col_idx": gaps, "row_ptr": np.array([0, np.iinfo(I32).max, 2, 5], I32)},
+         "row_ptr"),
+        ("row_ptr[0] != 0", {"col_idx": gaps, "row_ptr": np.array([1, 2, 2, 5], I32)}, "row_ptr"),
+    ]
+    ops = (("float op", "SparseMatVec", arrays, CSR_NAMES, ("X", *CSR_NAMES)),
+           ("int8 op", "SparseMatVecInt8", int8_arrays, INT8_NAMES, ("X", *INT8_NAMES)),
+           ("integer op", "SparseMatVecInteger", integer_arrays, INT8_NAMES, ("X", *INT8_NAMES, *X_QUANT_NAMES)))
+    cases: list[Case] = []
+    for label, changes, name in broken:
+        for tag, op_type, make, csr_names, names in ops:
+            for const, where in ((csr_names, "[constant]"), ((), "[graph input]")):
+                cases.append(Case(f"{tag}: uint8 col_idx, {label} {where}", make(**changes), (name,), names, const,
+                                  op_type=op_type))
+    return cases
 
 
 def int8_arrays(**changes: np.ndarray) -> dict[str, np.ndarray]:

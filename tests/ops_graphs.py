@@ -87,12 +87,32 @@ def random_csr(rng: np.random.Generator, m: int, n: int, density: float, empty_r
     return w
 
 
+def gap_form(w: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
+    """W with a zero entry every 255 columns of a longer gap (the same matrix), and its uint8 column gaps (each
+    entry's column minus the previous entry's in its row): the ops' uint8 col_idx, built here entry by entry."""
+    row_ptr, cols, data, gaps = [0], [], [], []
+    for i in range(w.shape[0]):
+        prev = 0
+        for k in range(w.indptr[i], w.indptr[i + 1]):
+            col = int(w.indices[k])
+            while col - prev > 255:
+                prev += 255
+                cols.append(prev), data.append(0.0), gaps.append(255)
+            cols.append(col), data.append(w.data[k]), gaps.append(col - prev)
+            prev = col
+        row_ptr.append(len(cols))
+    out = sp.csr_matrix((np.array(data, np.float32), np.array(cols, np.int32), np.array(row_ptr, np.int32)),
+                        shape=w.shape)
+    return out, np.array(gaps, np.uint8)
+
+
 def csr_arrays(w: sp.csr_matrix, col_dtype: type = np.int32) -> dict[str, np.ndarray]:
-    return {
-        "row_ptr": w.indptr.astype(np.int32),
-        "col_idx": w.indices.astype(col_dtype),
-        "values": w.data.astype(np.float32),
-    }
+    """The op's CSR inputs; col_dtype uint8: column gaps (W must need no filler entries: `gap_form` first)."""
+    cols = w.indices.astype(col_dtype)
+    if col_dtype == np.uint8:
+        filled, cols = gap_form(w)
+        assert filled.nnz == w.nnz, "a gap over 255: pass gap_form(w)[0]"
+    return {"row_ptr": w.indptr.astype(np.int32), "col_idx": cols, "values": w.data.astype(np.float32)}
 
 
 def quantize_rows(w: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
@@ -128,6 +148,8 @@ def run_case(
     op's Kronecker half adds kron(B, C) @ x (float x; SparseMatVecInteger reads it from X_kron), B and C_T constant
     initializers or graph inputs. Returns (got, expected float64, error scale)."""
     x_float = x
+    if col_dtype == np.uint8:
+        w = gap_form(w)[0]
     arrays = {"X": x, **csr_arrays(w, col_dtype)}
     matrix = CSR_NAMES
     if mode != "float":
@@ -182,7 +204,7 @@ def random_numerics(cases: int, seed: int) -> int:
         x = rng.standard_normal((*lead, n)).astype(np.float32)
         mode = rng.integers(3)
         y0 = None if mode == 0 else rng.standard_normal((*lead, m) if mode == 1 else (m,)).astype(np.float32)
-        col_dtype = np.uint16 if rng.integers(2) else np.int32
+        col_dtype = (np.int32, np.uint16, np.uint8)[rng.integers(3)]
         got, expected, scale = run_case(w, x, y0, constant=bool(rng.integers(2)), col_dtype=col_dtype,
                                         mode=MODES[rng.integers(3)])
         assert_matches(got, expected, scale)

@@ -147,7 +147,8 @@ def test_portable_index_work_is_folded_by_onnxruntime(tmp_path):
     runtime.session(path, optimized_model_filepath=str(optimized),
                     graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
     ops = {n.op_type for n in onnx.load(str(optimized)).graph.node}
-    assert not ops & {"Where", "CumSum", "ConstantOfShape", "Less", "Min"}, ops
+    # the padded-row positions and the columns rebuilt from their uint8 gaps (CumSum, Gather, Sub, Cast)
+    assert not ops & {"Where", "CumSum", "ConstantOfShape", "Less", "Min", "Gather", "Sub", "Cast"}, ops
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -198,3 +199,69 @@ def test_bad_options_and_inputs(tmp_path):
     with pytest.raises(InputError, match="NaN"):
         to_onnx(bad, tmp_path / "a.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def _columns_from_gaps(row_ptr: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """The columns of uint8 gaps, row by row (independent of `CSR.from_column_gaps`)."""
+    cols = np.zeros(gaps.size, np.int64)
+    for i in range(row_ptr.size - 1):
+        cols[row_ptr[i]:row_ptr[i + 1]] = np.cumsum(gaps[row_ptr[i]:row_ptr[i + 1]].astype(np.int64))
+    return cols
+
+
+@pytest.mark.parametrize("quantize", [None, "int8", "int8-dynamic"])
+def test_custom_files_store_column_gaps(tmp_path, quantize):
+    """custom files hold each W_s's columns as uint8 gaps: 1 byte per non-zero, which rebuild W_s exactly."""
+    spec = big_mlp()
+    path = to_onnx(spec, tmp_path / "m.onnx", sparse_impl="custom", quantize=quantize, quiet=True)
+    model = onnx.load(str(path))
+    arrays = {t.name: numpy_helper.to_array(t) for t in _initializers(model)}
+    layers = json.loads({p.key: p.value for p in model.metadata_props}["dkp.layers"])
+    checked = 0
+    for name, w in spec.matrices().items():
+        if w.sparse is None or w.sparse.nnz == 0 or w.structure == "dense":
+            continue
+        t = {role: arrays[tname] for role, tname in layers[name]["tensors"].items()}
+        assert t["col_idx"].dtype == np.uint8
+        values = t["values"].astype(np.float64)
+        if quantize:
+            values = values * np.repeat(t["row_scale"].astype(np.float64), np.diff(t["row_ptr"]))
+        rows = np.repeat(np.arange(w.shape[0]), np.diff(t["row_ptr"]))
+        got = np.zeros(w.shape)
+        np.add.at(got, (rows, _columns_from_gaps(t["row_ptr"], t["col_idx"])), values)
+        want = w.sparse.to_dense()
+        if quantize is None:
+            np.testing.assert_array_equal(got, want)
+        else:  # int8 values: within half a step of their row's scale
+            half_step = 0.5 * t["row_scale"].astype(np.float64)[:, None] * (1 + 1e-6)
+            assert np.all(np.abs(got - want) <= half_step), name
+        checked += 1
+    assert checked
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 6), st.integers(1, 1500), st.sampled_from([0.0005, 0.003, 0.05, 0.5]), st.integers(0, 2**31))
+def test_column_gaps_round_trip(m, n, density, seed):
+    """`CSR.column_gaps` against the ops tests' entry-by-entry gap_form, and back through `from_column_gaps`."""
+    import scipy.sparse as sp
+    from ops_graphs import gap_form
+
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((m, n)) < density) * rng.standard_normal((m, n))
+    csr = CSR.from_dense(dense)
+    filled, gaps = csr.column_gaps()
+    ref, ref_gaps = gap_form(sp.csr_matrix(dense.astype(np.float32)))
+    np.testing.assert_array_equal(gaps, ref_gaps)
+    np.testing.assert_array_equal(filled.row_ptr, ref.indptr)
+    np.testing.assert_array_equal(filled.col_idx, ref.indices)
+    np.testing.assert_array_equal(filled.values, ref.data)
+    back = CSR.from_column_gaps(csr.shape, filled.row_ptr, gaps, filled.values)
+    np.testing.assert_array_equal(back.col_idx, filled.col_idx)
+    np.testing.assert_array_equal(back.to_dense(), csr.to_dense())
+
+
+def test_column_gaps_that_row_ptr_cannot_delimit():
+    gaps = np.array([0, 1, 1], np.uint8)
+    for rp in ([0, 2], [0, 2, 4], [1, 3], [0, 3, 2, 3], []):
+        with pytest.raises(InputError, match="row_ptr"):
+            CSR.from_column_gaps((3, 4), np.array(rp, np.int32), gaps, np.ones(3, np.float32))

@@ -26,6 +26,7 @@ from ops_graphs import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+COL_DTYPES = (np.int32, np.uint16, np.uint8)  # uint8: column gaps (ops_graphs.gap_form)
 
 
 @st.composite
@@ -53,7 +54,7 @@ def cases(draw):
         y0 = rng.standard_normal((*lead, m)).astype(np.float32)
     elif y0_mode == "broadcast":
         y0 = rng.standard_normal((m,)).astype(np.float32)
-    col_dtype = draw(st.sampled_from([np.int32, np.uint16]))
+    col_dtype = draw(st.sampled_from(COL_DTYPES))
     return w, x, y0, draw(st.booleans()), y0_mode == "empty_name", col_dtype, draw(st.sampled_from(MODES))
 
 
@@ -61,7 +62,7 @@ def cases(draw):
 @given(cases())
 def test_matches_scipy_float64(case) -> None:
     """All three ops (SparseMatVecInt8 against the float64 product with its dequantized W, SparseMatVecInteger
-    with that W and its uint8 X dequantized too), both column types."""
+    with that W and its uint8 X dequantized too), every column type."""
     w, x, y0, constant, empty_name, col_dtype, mode = case
     got, expected, scale = run_case(w, x, y0, constant=constant, y0_as_empty_name=empty_name, col_dtype=col_dtype,
                                     mode=mode)
@@ -99,25 +100,27 @@ def test_n_equals_one_and_m_zero() -> None:
 def test_a_realistic_layer_at_several_batch_sizes(mode: str, density: float) -> None:
     """The benchmark's shape (scaled down): long rows exercise the unrolled and masked vector paths, and (on
     AVX-512 CPUs) register tiles with 1-4 steps, integer tiles (VBMI + VNNI) with 1-3 and a rest; all three ops,
-    32- and 16-bit columns."""
+    32- and 16-bit columns and 8-bit column gaps."""
     rng = np.random.default_rng(3)
     w = random_csr(rng, 260, 1300, density)
     for batch in (1, 3, 8, 13):  # SparseMatVecInteger: 4 rows per pass over the tiles, then 3, 2 or 1
         x = rng.standard_normal((batch, 1300)).astype(np.float32)
         y0 = rng.standard_normal((batch, 260)).astype(np.float32)
-        for col_dtype in (np.int32, np.uint16):
+        for col_dtype in COL_DTYPES:
             assert_matches(*run_case(w, x, y0, constant=True, col_dtype=col_dtype, mode=mode))
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_more_than_65536_columns(mode: str) -> None:
-    """Past 16-bit columns the re-laid-out W keeps 32-bit ones (the file's col_idx must then be int32)."""
+    """Past 16-bit columns the re-laid-out W keeps 32-bit ones (the file's col_idx: int32, or uint8 gaps, most of
+    them over 255 here, bridged by zero entries)."""
     rng = np.random.default_rng(8)
     w = random_csr(rng, 24, 70_000, 0.002)
     w = sp.csr_matrix(w + sp.csr_matrix(([1.0], ([3], [69_999])), shape=w.shape, dtype=np.float32))
     for batch in (1, 3):
         x = rng.standard_normal((batch, 70_000)).astype(np.float32)
-        assert_matches(*run_case(w, x, None, constant=True, mode=mode))
+        for col_dtype in (np.int32, np.uint8):
+            assert_matches(*run_case(w, x, None, constant=True, mode=mode, col_dtype=col_dtype))
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -4,7 +4,8 @@
   Inputs by slot: X, F0, F1, F2 (the structure's factors: kron B, C; lmf U, V; hmd W_top, U, V; dense W), row_ptr,
   col_idx, values, bias; an absent optional input is the empty name. Attributes: ``structure``, ``shape``
   ([M, N]) and ``matrix`` (the matrix's name, for reports and validation).
-- ``SparseMatVec`` (lowered node, the C++ op in ops/): Y = X @ W_s^T (+ Y0); col_idx int32 or uint16. Optional
+- ``SparseMatVec`` (lowered node, the C++ op in ops/): Y = X @ W_s^T (+ Y0); col_idx int32 or uint16, or uint8
+  column gaps (each entry's column minus the previous entry's in its row; what the converters write). Optional
   B [M1, N1] and C_T [N2, M2] after Y0 add the Kronecker half, kron(B, C) @ x, in the same node (all three ops;
   SparseMatVecInteger reads that half's float x from a last input, X_kron).
 - ``SparseMatVecInt8`` (lowered node, the same C++ op with int8 values): inputs X, row_ptr, col_idx, values (int8),
@@ -82,6 +83,8 @@ def _schemas() -> list[defs.OpSchema]:
                     attr("shape", kinds.INTS, "[M, N] of W"),
                     attr("matrix", kinds.STRING, "the matrix's name", required=False)],
     )
+    # col_idx: int32 or uint16 columns, or uint8 column gaps (each entry's column minus the previous one's in its row)
+    _COLUMNS = ("C", ["tensor(int32)", "tensor(uint16)", "tensor(uint8)"], "column indices, or uint8 column gaps")
     sparse = defs.OpSchema(
         "SparseMatVec", DOMAIN, VERSION,
         doc="Y = X @ W^T (+ Y0) for the CSR matrix W (row_ptr, col_idx, values); the C++ op in dkp_deploy's ops.",
@@ -89,7 +92,7 @@ def _schemas() -> list[defs.OpSchema]:
                 _param("Y0", "T", True), _param("B", "T", True), _param("C_T", "T", True)],
         outputs=[_param("Y", "T")],
         type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 row pointers"),
-                          ("C", ["tensor(int32)", "tensor(uint16)"], "column indices")],
+                          _COLUMNS],
     )
     sparse_int8 = defs.OpSchema(
         "SparseMatVecInt8", DOMAIN, VERSION,
@@ -98,7 +101,7 @@ def _schemas() -> list[defs.OpSchema]:
                 _param("row_scale", "T"), _param("Y0", "T", True), _param("B", "T", True), _param("C_T", "T", True)],
         outputs=[_param("Y", "T")],
         type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 row pointers"),
-                          ("C", ["tensor(int32)", "tensor(uint16)"], "column indices"),
+                          _COLUMNS,
                           ("Q", ["tensor(int8)"], "int8 values")],
     )
     sparse_integer = defs.OpSchema(
@@ -111,7 +114,7 @@ def _schemas() -> list[defs.OpSchema]:
                 _param("X_kron", "T", True)],
         outputs=[_param("Y", "T")],
         type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 row pointers"),
-                          ("C", ["tensor(int32)", "tensor(uint16)"], "column indices"),
+                          _COLUMNS,
                           ("Q", ["tensor(int8)"], "int8 values"), ("U", ["tensor(uint8)"], "uint8 activations")],
     )
     ref = defs.OpSchema(

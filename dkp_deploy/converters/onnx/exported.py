@@ -24,6 +24,8 @@ def _dense(name: str, info: dict, arrays: dict[str, np.ndarray]) -> np.ndarray:
         t = {role: arrays[tname] for role, tname in info.get("tensors", {}).items()}
     except KeyError as e:
         raise InputError(f"layer {name!r}: tensor {e.args[0]!r} named in the metadata is not in the file") from None
+    if "col_idx" in t and np.asarray(t["col_idx"]).dtype == np.uint8:  # an ai.dkp op's column gaps
+        t["col_idx"] = CSR.from_column_gaps((m, n), t["row_ptr"], t["col_idx"], t.get("values", []), name).col_idx
     t = dequantize_roles(t)  # an int8 file's tensors as the float ones they stand for
     sparse = None
     if "values" in t:

@@ -6,7 +6,8 @@
   fused); a ``kron`` half goes into that node too, as its B and C_T inputs (the bias as Y0); ``portable`` =
   standard ops only (see `_portable`; the padded-row / COO index arrays are derived in-graph from the CSR arrays by
   constant-foldable ops, so the file holds CSR only); ``dense`` = W folded into one Gemm (the baseline). Column
-  indices are uint16 where N <= 65536 (6 bytes per non-zero instead of 8).
+  indices: each row's column gaps as uint8 (`CSR.column_gaps`; 1 byte per non-zero instead of 4), which the op
+  reads and ``portable`` turns back into int32 columns with standard ops that onnxruntime folds at load.
 - ``quantize="int8"`` (custom and portable): the forms of `dkp_deploy.quantize` (int8 factors turned to float by
   Cast + Mul, folded at load; int8 W_s values with per-row scales: ``ai.dkp::SparseMatVecInt8`` or Cast + Mul).
 - ``quantize="int8-dynamic"``: the same tensors; W_s's input x goes through ``DynamicQuantizeLinear`` (uint8, per
@@ -165,6 +166,20 @@ def _coo_rows(g: Graph, rp: str, m: int, nnz: int, scope: str) -> str:
     return g.node("Unsqueeze", [rows, g.i64([0])], f"{s}/row_idx")
 
 
+def columns_from_gaps(g: Graph, rp: str, gaps: str, m: int, nnz: int, scope: str) -> str:
+    """int32 columns [nnz] from uint8 column gaps (`CSR.column_gaps`) with standard ops on constants only (folded
+    at load): the running sum of all gaps, less its value before each entry's row."""
+    s = f"{scope}/columns"
+    total = g.node("CumSum", [g.node("Cast", [gaps], f"{s}/gaps_i64", to=TensorProto.INT64),
+                              g.init("const/axis0", np.asarray(0, dtype=np.int32))], f"{s}/cumsum")
+    before = g.node("Concat", [g.i64([0], "const/zero_i64"), total], f"{s}/cumsum_from_0", axis=0)
+    row_base = g.node("Gather", [before, g.node("Slice", [rp, g.i64([0]), g.i64([m])], f"{s}/row_starts")],
+                      f"{s}/row_base", axis=0)
+    rows = g.node("Reshape", [_coo_rows(g, rp, m, nnz, scope), g.i64([-1])], f"{s}/entry_rows")
+    cols = g.node("Sub", [total, g.node("Gather", [row_base, rows], f"{s}/entry_base", axis=0)], f"{s}/cols_i64")
+    return g.node("Cast", [cols], f"{s}/cols", to=TensorProto.INT32)
+
+
 def _portable(g: Graph, x: str, sp: CSR, rp: str, ci: str, vals: str, y0: str, scope: str) -> str:
     """W_s @ x + y0 with standard ops.
 
@@ -226,9 +241,9 @@ def lower(
             return g.node("Expand", [g.init("const/zero_row", np.zeros((1, 1), np.float32)),
                                      _batch_rows(g, x, m, scope)], f"{scope}/zeros")
         return y0
-    narrow = w.shape[1] <= 1 << 16
+    sp, gaps = sp.column_gaps()  # 1 byte per non-zero; the op reads them, standard ops rebuild the columns at load
     roles["row_ptr"] = rp = g.init(f"{scope}/W_s/row_ptr", sp.row_ptr.astype(np.int32))
-    roles["col_idx"] = ci = g.init(f"{scope}/W_s/col_idx", sp.col_idx.astype(np.uint16 if narrow else np.int32))
+    roles["col_idx"] = ci = g.init(f"{scope}/W_s/col_idx", gaps)
     if quantize:
         q, row_scale = quantize_csr(sp)
         roles["values"] = vals = g.init(f"{scope}/W_s/values", q)
@@ -244,9 +259,8 @@ def lower(
     if impl == "custom":
         op, scales = ("SparseMatVecInt8", [rs]) if quantize else ("SparseMatVec", [])
         return g.node(op, [x, rp, ci, vals, *scales, *optional], f"{scope}/sparse_matvec", domain=DKP_DOMAIN)
-    # portable: standard ops index with int32 and multiply floats; these casts of constants fold at load
-    if narrow:
-        ci = g.node("Cast", [ci], f"{scope}/W_s/col_idx_i32", to=TensorProto.INT32)
+    # portable: standard ops index with int32 and multiply floats; this work on constants folds at load
+    ci = columns_from_gaps(g, rp, ci, m, sp.nnz, f"{scope}/W_s")
     if quantize:
         rows = g.node("Reshape", [_coo_rows(g, rp, m, sp.nnz, scope), g.i64([-1])], f"{scope}/W_s/entry_rows")
         scale = g.node("Gather", [rs, rows], f"{scope}/W_s/entry_scale", axis=0)
