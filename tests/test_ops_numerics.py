@@ -227,6 +227,22 @@ def test_kronecker_half(mode: str, kron_constant: bool) -> None:
             assert_matches(*run_case(w, x, y0, constant=True, mode=mode, kron=kron, kron_constant=kron_constant))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("mode", MODES)
+def test_kronecker_half_split_over_the_intra_op_pool(mode: str, threads: int) -> None:
+    """At batch >= 8 the Kronecker half runs in parts of rows of X on onnxruntime's pool (and SparseMatVecInteger's
+    tiles in blocks of 4 rows): parts of unequal size, with W's products split too, each row checked."""
+    rng = np.random.default_rng(12)
+    (m1, n1), (m2, n2) = (26, 13), (20, 10)
+    w = random_csr(rng, m1 * m2, n1 * n2, 0.3)
+    assert w.nnz >= 16384  # large enough for the float products' row parts
+    kron = (rng.standard_normal((m1, n1)), rng.standard_normal((m2, n2)))
+    for batch in (7, 8, 9, 13, 21):
+        x = rng.standard_normal((batch, n1 * n2)).astype(np.float32)
+        y0 = rng.standard_normal((batch, m1 * m2)).astype(np.float32)
+        assert_matches(*run_case(w, x, y0, constant=True, mode=mode, kron=kron, threads=threads))
+
+
 def test_integer_rows_too_long_for_int32_lanes() -> None:
     """16 rows of 67,500 products of -127 x 255 (12 per 128 columns: what the integer tiles would take) sum below
     -2^31: the tiles' int32 lanes would wrap, so such a W stays out of them and the op gives the float64 sum (up to
