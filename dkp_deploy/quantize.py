@@ -11,8 +11,9 @@
 
 The weights of both modes:
 
-- W_s: values as int8 with one float32 scale per row (max |value| / 127); columns as uint8 gaps (`CSR.column_gaps`,
-  as in float files), so 2 bytes per non-zero instead of 8. ``custom``: `ai.dkp::SparseMatVecInt8` (``"int8"``);
+- W_s: values as int8 with one float32 scale per row (max |value| / 127); columns as in float files
+  (`converters.onnx.matrix.stored_columns`: uint8 gaps, or uint16 for a very sparse W_s), so 2 bytes per non-zero
+  instead of 8. ``custom``: `ai.dkp::SparseMatVecInt8` (``"int8"``);
   ``portable``: Cast + Mul by each entry's row scale, which onnxruntime folds at session creation.
 - factors (kron B, C; lmf U, V; hmd W_top, U, V): int8 with one scale per output row, Cast + Mul in the graph
   (folded at session creation; see `converters.onnx.matrix.weight_factor` for why not DequantizeLinear).

@@ -192,8 +192,10 @@ struct KronRows {
 void run_kron_rows(void* data, size_t p) {
   KronRows& job = *static_cast<KronRows*>(data);
   const Kron& k = *job.kron;
-  const int64_t b0 = job.batch * static_cast<int64_t>(p) / static_cast<int64_t>(job.parts);
-  const int64_t b1 = job.batch * static_cast<int64_t>(p + 1) / static_cast<int64_t>(job.parts);
+  // part p: batch / parts rows, one more for the first batch % parts parts (no product that could overflow)
+  const int64_t parts = static_cast<int64_t>(job.parts), q = job.batch / parts, r = job.batch % parts;
+  const int64_t i = static_cast<int64_t>(p);
+  const int64_t b0 = i * q + std::min(i, r), b1 = b0 + q + (i < r ? 1 : 0);
   try {
     dkp::kron_matmul(k.b, k.m1, k.n1, k.ct, k.n2, k.m2, k.x + b0 * k.n1 * k.n2, b1 - b0, job.y + b0 * k.m1 * k.m2);
   } catch (const std::exception& e) {
@@ -210,7 +212,7 @@ std::string take_message(const Api* api, Status* st) {
 }
 
 // The CSR arrays in the form the products read (int32 columns, float values), where the inputs are not already:
-// 16-bit columns widened, int8 values scaled by their row's scale.
+// 16-bit columns widened, 8-bit column gaps summed, int8 values scaled by their row's scale.
 struct Converted {
   std::vector<int32_t> cols;
   std::vector<float> values;

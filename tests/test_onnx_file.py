@@ -265,3 +265,51 @@ def test_column_gaps_that_row_ptr_cannot_delimit():
     for rp in ([0, 2], [0, 2, 4], [1, 3], [0, 3, 2, 3], []):
         with pytest.raises(InputError, match="row_ptr"):
             CSR.from_column_gaps((3, 4), np.array(rp, np.int32), gaps, np.ones(3, np.float32))
+
+
+def _column_layouts():
+    """W_s layouts the writer must store faithfully: a few gaps over 255 (bridged by zero entries), a row whose
+    entries are not sorted by column, and a W_s so sparse that bridging would add over 1% of entries (uint16 then)."""
+    rng = np.random.default_rng(21)
+    n = 1200
+    dense = np.where(rng.random((40, n)) < 0.1, rng.standard_normal((40, n)), 0).astype(np.float32)
+    dense[5] = 0
+    dense[5, [3, 700, 1199]] = [1.0, -2.0, 0.5]  # gaps 697 and 499: three zero entries in ~4,800
+    sp = CSR.from_dense(dense)
+    yield "fillers", sp, np.uint8
+    a, b = sp.row_ptr[2], sp.row_ptr[3]
+    cols, vals = sp.col_idx.copy(), sp.values.copy()
+    cols[a:b], vals[a:b] = cols[a:b][::-1].copy(), vals[a:b][::-1].copy()
+    yield "unsorted row", CSR(sp.shape, sp.row_ptr, cols, vals), np.uint8
+    very = np.where(rng.random((40, n)) < 0.004, rng.standard_normal((40, n)), 0).astype(np.float32)
+    yield "very sparse", CSR.from_dense(very), np.uint16
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+@pytest.mark.parametrize("impl", ["custom", "portable"])
+def test_column_layouts_round_trip_through_files(tmp_path, impl, quantize):
+    """Each layout runs (onnxruntime vs float64 numpy on the file's own tensors, decoded here) and reads back."""
+    from dkp_deploy.spec import DopedMatrix
+
+    x = np.random.default_rng(22).standard_normal((3, 1200)).astype(np.float32)
+    for label, sp, col_dtype in _column_layouts():
+        spec = single(DopedMatrix(sp.shape, "none", {}, sp))
+        path = to_onnx(spec, tmp_path / "m.onnx", sparse_impl=impl, quantize=quantize, quiet=True)
+        model = onnx.load(str(path))
+        arrays = {t.name: numpy_helper.to_array(t) for t in _initializers(model)}
+        roles = json.loads({p.key: p.value for p in model.metadata_props}["dkp.layers"])["fc"]["tensors"]
+        t = {role: arrays[name] for role, name in roles.items()}
+        assert t["col_idx"].dtype == col_dtype, label
+        cols = _columns_from_gaps(t["row_ptr"], t["col_idx"]) if col_dtype == np.uint8 else t["col_idx"]
+        values = t["values"].astype(np.float64)
+        if quantize:
+            values = values * np.repeat(t["row_scale"].astype(np.float64), np.diff(t["row_ptr"]))
+        w = np.zeros(sp.shape)
+        np.add.at(w, (np.repeat(np.arange(sp.shape[0]), np.diff(t["row_ptr"])), cols), values)
+        if quantize is None:
+            np.testing.assert_array_equal(w, sp.to_dense(), err_msg=label)
+        out = runtime.run(path, {"x": x})["y"]
+        ref = x.astype(np.float64) @ w.T
+        assert np.all(np.abs(out - ref) <= 1e-5 * (np.abs(x).astype(np.float64) @ np.abs(w).T) + 1e-6), label
+        np.testing.assert_array_equal(load_exported(path).matrices["fc"], w.astype(np.float32).astype(np.float64)
+                                      if quantize else w, err_msg=label)

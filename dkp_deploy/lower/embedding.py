@@ -5,8 +5,8 @@
   Gather(C, i2)[:, None, :] reshaped to [n, D]; W_s's rows are read per id straight from the CSR arrays in
   padded-row form (positions row_ptr[id] + k for k < w, w = the longest row; a position past the row's end reads
   value 0) and added with ScatterElements(reduction="add") along D. The file holds B, C^T and the CSR arrays with
-  uint8 column gaps (the tensors a tied decoder's DopedMatMul holds, so the two share them; the columns are rebuilt
-  by ops on constants, folded at load): no V x D and no V x w tensor.
+  columns as `stored_columns` picks them (the tensors a tied decoder's DopedMatMul holds, so the two share them;
+  uint8 gaps are summed back by ops on constants, folded at load): no V x D and no V x w tensor.
 - ``dense``: Gather on the folded V x D table (the baseline).
 
 The `dkp.layers` entry names the tensors by DopedMatMul's roles (B, C_T, row_ptr, col_idx, values; W for dense),
@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from ..converters.onnx.graph import Graph
-from ..converters.onnx.matrix import columns_from_gaps, weight_factor
+from ..converters.onnx.matrix import int32_columns, stored_columns, weight_factor
 from ..hub.embedding import read_doped_gather
 from ..hub.matrix import matrix_name
 from ..quantize import quantize_csr, quantize_rows
@@ -52,12 +52,12 @@ def _sparse_rows(g: Graph, ids: str, y: str, w: DopedMatrix, scope: str, roles: 
     """y + W_s[ids] for flat ids [n] and y [n, D], from the CSR arrays (padded to the longest row per id); int8
     values are scaled by their row's scale as they are gathered."""
     assert w.sparse is not None and w.sparse.nnz
-    sp, gaps = w.sparse.column_gaps()  # as a tied decoder's DopedMatMul stores them, so the two share the tensors
+    sp, cols = stored_columns(w.sparse)  # as a tied decoder's DopedMatMul stores them, so the two share the tensors
     width = int(np.diff(sp.row_ptr.astype(np.int64)).max())
     s = f"{scope}/W_s"
     roles["row_ptr"] = rp = g.init(f"{s}/row_ptr", sp.row_ptr.astype(np.int32))
-    roles["col_idx"] = g.init(f"{s}/col_idx", gaps)
-    ci = columns_from_gaps(g, rp, roles["col_idx"], sp.shape[0], sp.nnz, s)
+    roles["col_idx"] = g.init(f"{s}/col_idx", cols)
+    ci = int32_columns(g, rp, roles["col_idx"], cols.dtype, sp.shape[0], sp.nnz, s)
     if quantize:
         q, row_scale = quantize_csr(sp)
         roles["values"] = vals = g.init(f"{s}/values", q)

@@ -105,7 +105,7 @@ MODELS: dict[str, tuple[Callable[[np.random.Generator], ModelSpec], str, dict[st
     "lstm_seq": (lstm, "sequence", {"onnx": {}}),
     "lstm_portable": (lstm, "step", {"onnx": {"sparse_impl": "portable"}}),
     "block_lstm_step": (block_lstm, "step", {"onnx": {}, "tflite": {}}),
-    # int8 doped files (ai.dkp::SparseMatVecInt8, 16-bit columns), against the float64 run of their dequantized weights
+    # int8 doped files (ai.dkp::SparseMatVecInt8, column gaps), against the float64 run of their dequantized weights
     "mlp_int8": (mlp, "sequence", {"onnx": {"quantize": "int8"}}),
     "lstm_lm_step_int8": (lstm_lm, "step", {"onnx": {"quantize": "int8"}}),
     "lstm_portable_int8": (lstm, "step", {"onnx": {"sparse_impl": "portable", "quantize": "int8"}}),

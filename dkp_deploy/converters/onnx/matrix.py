@@ -6,8 +6,10 @@
   fused); a ``kron`` half goes into that node too, as its B and C_T inputs (the bias as Y0); ``portable`` =
   standard ops only (see `_portable`; the padded-row / COO index arrays are derived in-graph from the CSR arrays by
   constant-foldable ops, so the file holds CSR only); ``dense`` = W folded into one Gemm (the baseline). Column
-  indices: each row's column gaps as uint8 (`CSR.column_gaps`; 1 byte per non-zero instead of 4), which the op
-  reads and ``portable`` turns back into int32 columns with standard ops that onnxruntime folds at load.
+  indices as `stored_columns` picks them: each row's column gaps as uint8 (`CSR.column_gaps`; 1 byte per non-zero)
+  unless W_s is so sparse that bridging gaps over 255 would add over 1% of entries, then uint16 where N <= 65536,
+  else int32. The op reads all three; ``portable`` turns them into int32 columns with ops onnxruntime folds at
+  load.
 - ``quantize="int8"`` (custom and portable): the forms of `dkp_deploy.quantize` (int8 factors turned to float by
   Cast + Mul, folded at load; int8 W_s values with per-row scales: ``ai.dkp::SparseMatVecInt8`` or Cast + Mul).
 - ``quantize="int8-dynamic"``: the same tensors; W_s's input x goes through ``DynamicQuantizeLinear`` (uint8, per
@@ -166,9 +168,26 @@ def _coo_rows(g: Graph, rp: str, m: int, nnz: int, scope: str) -> str:
     return g.node("Unsqueeze", [rows, g.i64([0])], f"{s}/row_idx")
 
 
-def columns_from_gaps(g: Graph, rp: str, gaps: str, m: int, nnz: int, scope: str) -> str:
-    """int32 columns [nnz] from uint8 column gaps (`CSR.column_gaps`) with standard ops on constants only (folded
-    at load): the running sum of all gaps, less its value before each entry's row."""
+def stored_columns(sp: CSR) -> tuple[CSR, np.ndarray]:
+    """W_s and the col_idx a file stores for it: uint8 column gaps (`CSR.column_gaps`, 1 byte per non-zero) where
+    their zero filler entries add at most 1% to nnz (the kernels multiply those too), else the columns as uint16
+    (N <= 65536) or int32. Random columns at 95% sparsity take gaps (one filler per million), at 99% not (8%)."""
+    filled, gaps = sp.column_gaps()
+    if (filled.nnz - sp.nnz) * 100 <= sp.nnz:
+        return filled, gaps
+    return sp, sp.col_idx.astype(np.uint16 if sp.shape[1] <= 1 << 16 else np.int32)
+
+
+def int32_columns(g: Graph, rp: str, ci: str, dtype: np.dtype, m: int, nnz: int, scope: str) -> str:
+    """The int32 columns standard ops index with, from a `stored_columns` col_idx; constants only (folded at load)."""
+    if dtype == np.uint8:
+        return _columns_from_gaps(g, rp, ci, m, nnz, scope)
+    return ci if dtype == np.int32 else g.node("Cast", [ci], f"{scope}/col_idx_i32", to=TensorProto.INT32)
+
+
+def _columns_from_gaps(g: Graph, rp: str, gaps: str, m: int, nnz: int, scope: str) -> str:
+    """int32 columns [nnz] from uint8 column gaps: the running sum of all gaps, less its value before each entry's
+    row."""
     s = f"{scope}/columns"
     total = g.node("CumSum", [g.node("Cast", [gaps], f"{s}/gaps_i64", to=TensorProto.INT64),
                               g.init("const/axis0", np.asarray(0, dtype=np.int32))], f"{s}/cumsum")
@@ -241,9 +260,9 @@ def lower(
             return g.node("Expand", [g.init("const/zero_row", np.zeros((1, 1), np.float32)),
                                      _batch_rows(g, x, m, scope)], f"{scope}/zeros")
         return y0
-    sp, gaps = sp.column_gaps()  # 1 byte per non-zero; the op reads them, standard ops rebuild the columns at load
+    sp, cols = stored_columns(sp)
     roles["row_ptr"] = rp = g.init(f"{scope}/W_s/row_ptr", sp.row_ptr.astype(np.int32))
-    roles["col_idx"] = ci = g.init(f"{scope}/W_s/col_idx", gaps)
+    roles["col_idx"] = ci = g.init(f"{scope}/W_s/col_idx", cols)
     if quantize:
         q, row_scale = quantize_csr(sp)
         roles["values"] = vals = g.init(f"{scope}/W_s/values", q)
@@ -260,7 +279,7 @@ def lower(
         op, scales = ("SparseMatVecInt8", [rs]) if quantize else ("SparseMatVec", [])
         return g.node(op, [x, rp, ci, vals, *scales, *optional], f"{scope}/sparse_matvec", domain=DKP_DOMAIN)
     # portable: standard ops index with int32 and multiply floats; this work on constants folds at load
-    ci = columns_from_gaps(g, rp, ci, m, sp.nnz, f"{scope}/W_s")
+    ci = int32_columns(g, rp, ci, cols.dtype, m, sp.nnz, f"{scope}/W_s")
     if quantize:
         rows = g.node("Reshape", [_coo_rows(g, rp, m, sp.nnz, scope), g.i64([-1])], f"{scope}/W_s/entry_rows")
         scale = g.node("Gather", [rs, rows], f"{scope}/W_s/entry_scale", axis=0)
