@@ -93,8 +93,13 @@ def to_hub(model: onnx.ModelProto, opset: int, mode: str = "sequence") -> onnx.M
         else:
             from ..hub.recurrent import emit
 
-            y, hn, cn = emit(g, node.input[0], node.input[1], node.input[2], _recurrence(cfg, parts),
-                             cfg["input_size"], step=mode == "step")
+            x, step = node.input[0], mode == "step"
+            if step:  # torch's recurrence reads and writes [T = 1, B, ...]; emit's step graph [B, ...]
+                x = g.node("Squeeze", [x, g.i64([0])], f"{name}/x_t")
+            y, hn, cn = emit(g, x, node.input[1], node.input[2], _recurrence(cfg, parts), cfg["input_size"],
+                             step=step)
+            if step:
+                y = g.node("Unsqueeze", [y, g.i64([0])], f"{name}/y")
             for old, new in zip((y, hn, cn if cn is not None else g.node("Identity", [hn], f"{name}/c_n")),
                                 node.output):
                 g.rename_output(old, new)

@@ -126,7 +126,8 @@ def emit(
 ) -> tuple[str, str, str | None]:
     """Emit the recurrence on x [T, B, I] into `g`; return (y, h_n, c_n) (c_n None unless LSTM).
 
-    `step`: the graph of one time step (T = 1): the bodies inlined, no Scan."""
+    `step`: the graph of one time step, x [B, I] and y [B, D * H]: the bodies inlined on it, no Scan and no time
+    axis to add and take off around each layer."""
     if rec.kind not in KINDS:
         raise ValueError(f"unknown recurrence kind {rec.kind!r}")
     D, H = rec.directions, rec.hidden_size
@@ -146,9 +147,7 @@ def emit(
                 states.append(g.node("Gather", [c0, pick], f"{scope}/c0", axis=0))
             body = _body(rec, cell, g.prefix + scope, g.opset, n_in)
             if step:
-                x_t = g.node("Squeeze", [seq, g.i64([0])], f"{scope}/x_t")
-                outs = _inline(g, body, [*states, x_t])
-                outs[-1] = g.node("Unsqueeze", [outs[-1], g.i64([0])], f"{scope}/y")
+                outs = _inline(g, body, [*states, seq])
             else:
                 outs = g.node("Scan", [*states, seq], f"{scope}/scan", outputs=len(states) + 1, body=body,
                               num_scan_inputs=1, scan_input_directions=[d], scan_output_directions=[d])
@@ -156,7 +155,8 @@ def emit(
             if lstm:
                 c_n.append(outs[1])
             ys.append(outs[-1])
-        layer_in = ys[0] if D == 1 else g.node("Concat", ys, f"{rec.name}/l{k}/concat_directions", axis=2)
+        layer_in = ys[0] if D == 1 else g.node("Concat", ys, f"{rec.name}/l{k}/concat_directions",
+                                               axis=1 if step else 2)
         n_in = D * H
 
     def stack(parts: list[str], label: str) -> str:

@@ -79,9 +79,7 @@ def hub(spec: ModelSpec, *, mode: str = "sequence", opset: int = DEFAULT_OPSET, 
             first = ins[0].name
             if mode == "step":
                 feat = embedding.lower(g, first, emb, {}) if emb is not None else first
-                seq = g.node("Unsqueeze", [feat, g.i64([0])], f"{block.name}/time_axis")
-                y, h_next, c_next = emit(g, seq, "h", "c", rec, block.input_size, step=True)
-                y = g.node("Squeeze", [y, g.i64([0])], f"{block.name}/y_t")
+                y, h_next, c_next = emit(g, feat, "h", "c", rec, block.input_size, step=True)
                 if dec is not None:
                     y = matrix(_rank2(g, y, dec.in_features), dec)
             else:
