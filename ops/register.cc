@@ -245,6 +245,10 @@ struct Kernel {
   int64_t min_cols = 0;           // from that check: X's last dim must be at least this
   int64_t rows = 0;
   Converted converted;            // for constant inputs: built once, at creation
+  // Type and shape of each input that is a constant initializer, read at creation: a call then asks onnxruntime
+  // only for its data (reading all of an input costs ~0.15 us, ~1.5 us a call for SparseMatVecInteger's 11).
+  bool constant_input[kMaxInputs] = {};
+  Tensor constant_info[kMaxInputs];
   std::unique_ptr<const dkp::SlicedEll> ell;  // the constant W re-laid out for single rows of X
   std::unique_ptr<const dkp::IntegerEll> iell;  // SparseMatVecInteger: the same, for a single uint8 row
 
@@ -365,7 +369,15 @@ struct Kernel {
         if (i >= y0_index) continue;  // an optional input left out or given as "" on the node
         return error("input '" + std::string(spec->input_names[i]) + "' is missing");
       }
-      if (Status* st = read(value, i, &t[i])) return st;
+      if (constant_input[i]) {
+        t[i].type = constant_info[i].type;
+        t[i].dims = constant_info[i].dims;
+        if (Status* st = api->GetTensorMutableData(const_cast<dkp_ort::Value*>(value), &t[i].data)) {
+          return error("input '" + std::string(spec->input_names[i]) + "': " + take_message(api, st));
+        }
+      } else if (Status* st = read(value, i, &t[i])) {
+        return st;
+      }
       given[i] = true;
     }
     const bool has_y0 = given[y0_index];
@@ -579,14 +591,20 @@ Status* create_kernel(const Api* api, const OpSpec* spec, const dkp_ort::KernelI
     }
   }
   Tensor t[kMaxInputs];
-  for (size_t i = kRowPtr; i <= (spec->quantized ? OpSpec::kScale : kValues); ++i) {
+  for (size_t i = 0; i < spec->num_inputs; ++i) {  // an optional input left out is not constant
     int is_constant = 0;
     const dkp_ort::Value* value = nullptr;
     if (Status* st = api->KernelInfoGetConstantInput_tensor(info, i, &is_constant, &value)) {
       return k->error(take_message(api, st));
     }
-    if (!is_constant || !value) return nullptr;  // checked on every call instead
+    if (!is_constant || !value) continue;
     if (Status* st = k->read(value, i, &t[i])) return st;
+    k->constant_input[i] = true;
+    k->constant_info[i].type = t[i].type;
+    k->constant_info[i].dims = t[i].dims;
+  }
+  for (size_t i = kRowPtr; i <= (spec->quantized ? OpSpec::kScale : kValues); ++i) {
+    if (!k->constant_input[i]) return nullptr;  // the CSR arrays are checked on every call instead
   }
   dkp::Csr csr;
   if (Status* st = k->check_sparse(t, &k->converted, &csr, &k->min_cols)) return st;
