@@ -121,12 +121,12 @@ class CSR:
         step = np.arange(at.size) - np.repeat(np.cumsum(count) - count, count)  # 0 .. fillers[k] within entry k
         last = step == fillers[at]
         new_cols = np.where(last, cols[at], prev[at] + 255 * (step + 1))
+        new_gaps = np.where(last, gaps[at] - 255 * fillers[at], 255)
         values = np.where(last, self.values[at], 0).astype(self.values.dtype)
         if at.size > np.iinfo(np.int32).max:
             raise InputError(f"W_s {self.shape}: {at.size} entries with the gap fillers, past int32 row pointers")
         row_ptr = np.concatenate([[0], np.cumsum(count)])[rp].astype(np.int32)
-        out = CSR(self.shape, row_ptr, new_cols.astype(np.int32), values)
-        return out, out.column_gaps()[1]
+        return CSR(self.shape, row_ptr, new_cols.astype(np.int32), values), new_gaps.astype(np.uint8)
 
     @classmethod
     def from_column_gaps(cls, shape: tuple[int, int], row_ptr: np.ndarray, gaps: np.ndarray, values: np.ndarray,

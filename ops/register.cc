@@ -136,6 +136,17 @@ void run_row_part(void* data, size_t p) {
   }
 }
 
+// A task on onnxruntime's pool threads must not let an exception out (the caller's try does not cover them): it
+// keeps the message of one that failed (std::bad_alloc of its scratch) here, for the caller to report.
+struct PoolFailure {
+  std::mutex mutex;
+  std::string message;
+  void keep(const std::exception& e) {
+    const std::lock_guard<std::mutex> lock(mutex);
+    message = e.what();
+  }
+};
+
 // SparseMatVecInteger with integer tiles: a block of up to kIntegerBlock rows of X per task.
 constexpr int64_t kIntegerBlock = 4;  // one pass of the tiles (up to 4 rows): batch 8 is two tasks
 struct IntegerRows {
@@ -148,12 +159,9 @@ struct IntegerRows {
   bool y0_broadcast;
   float* y;
   int64_t m;
-  std::mutex failed_mutex;  // a block that failed (std::bad_alloc of its scratch) leaves its message here
-  std::string failed;
+  PoolFailure failure;
 };
 
-// Runs on onnxruntime's pool threads too: nothing may leave it as an exception (the caller's try does not cover
-// them), so a failure is kept for the caller to report.
 void run_integer_rows(void* data, size_t k) {
   IntegerRows& job = *static_cast<IntegerRows*>(data);
   const int64_t b = static_cast<int64_t>(k) * kIntegerBlock;
@@ -163,8 +171,7 @@ void run_integer_rows(void* data, size_t k) {
     job.ell->matmul(job.x + b * job.n, rows, job.n, job.zero_point, job.x_scale, y0, job.y0_broadcast,
                     job.y + b * job.m);
   } catch (const std::exception& e) {
-    const std::lock_guard<std::mutex> lock(job.failed_mutex);
-    job.failed = e.what();
+    job.failure.keep(e);
   }
 }
 
@@ -185,8 +192,7 @@ struct KronRows {
   int64_t batch;
   size_t parts;
   float* y;
-  std::mutex failed_mutex;  // as IntegerRows: a part's std::bad_alloc, kept for the caller
-  std::string failed;
+  PoolFailure failure;
 };
 
 void run_kron_rows(void* data, size_t p) {
@@ -199,8 +205,7 @@ void run_kron_rows(void* data, size_t p) {
   try {
     dkp::kron_matmul(k.b, k.m1, k.n1, k.ct, k.n2, k.m2, k.x + b0 * k.n1 * k.n2, b1 - b0, job.y + b0 * k.m1 * k.m2);
   } catch (const std::exception& e) {
-    const std::lock_guard<std::mutex> lock(job.failed_mutex);
-    job.failed = e.what();
+    job.failure.keep(e);
   }
 }
 
@@ -254,6 +259,12 @@ struct Kernel {
 
   Status* error(const std::string& msg) const {
     return api->CreateStatus(dkp_ort::ORT_INVALID_ARGUMENT, (node + ": " + msg).c_str());
+  }
+
+  // After a ParallelFor: the failure one of its tasks kept, if any.
+  Status* pool_status(const PoolFailure& failure) const {
+    if (failure.message.empty()) return nullptr;
+    return api->CreateStatus(dkp_ort::ORT_FAIL, (node + ": " + failure.message).c_str());
   }
 
   // Reads an input's type, shape and data pointer; runtime failures come back naming the input.
@@ -463,12 +474,11 @@ struct Kernel {
       dkp::kron_matmul(kron.b, kron.m1, kron.n1, kron.ct, kron.n2, kron.m2, kron.x, batch, ys);
       return nullptr;
     }
-    KronRows job{&kron, batch, parts, ys, {}, {}};
+    KronRows job{&kron, batch, parts, ys, {}};
     if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_kron_rows, parts, 0, &job)) {
       return error(take_message(api, st));
     }
-    if (!job.failed.empty()) return api->CreateStatus(dkp_ort::ORT_FAIL, (node + ": " + job.failed).c_str());
-    return nullptr;
+    return pool_status(job.failure);
   }
 
   // B and C_T: both or neither, float32 rank 2, M1 * M2 = M and N1 * N2 = N; SparseMatVecInteger's X_kron: X's shape.
@@ -521,7 +531,7 @@ struct Kernel {
     if (iell && (iell->tile_steps() > 0 || batch == 1)) {
       // Through the integer tiles, up to 4 rows of X per pass over W, in blocks of rows on onnxruntime's thread
       // pool when there are several (or one row through IntegerEll's SELL-8 copy where it has no tiles).
-      IntegerRows job{iell.get(), xq, batch, n, zero_point, x_scale, y0s, y0_broadcast, ys, csr.rows, {}, {}};
+      IntegerRows job{iell.get(), xq, batch, n, zero_point, x_scale, y0s, y0_broadcast, ys, csr.rows, {}};
       const size_t blocks = static_cast<size_t>((batch + kIntegerBlock - 1) / kIntegerBlock);
       if (blocks >= 2 && g_api_parallel) {
         if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_integer_rows, blocks, 0, &job)) {
@@ -530,8 +540,7 @@ struct Kernel {
       } else {
         for (size_t k = 0; k < blocks; ++k) run_integer_rows(&job, k);
       }
-      if (!job.failed.empty()) return api->CreateStatus(dkp_ort::ORT_FAIL, (node + ": " + job.failed).c_str());
-      return nullptr;
+      return pool_status(job.failure);
     }
     // Other shapes run the float products on the integers X - x_zero_point (exact in float32), then scale.
     std::vector<float> xf(static_cast<size_t>(batch * n));
