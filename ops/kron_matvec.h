@@ -3,14 +3,35 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace dkp {
 
+// The factors of one Kronecker half, kept in the layout its products read: B as given, C_T with its rows padded
+// to whole vectors (kPad floats). Built once per constant B and C_T (at kernel creation), else once per call.
+class KronFactors {
+ public:
+  static constexpr int64_t kPad = 8;  // every kernel's vector (or half vector) width divides it
+  struct View {
+    const float* b;
+    const float* ct_padded;
+    int64_t m1, n1, n2, m2, m2_padded;
+  };
+  // b [m1, n1], ct [n2, m2] (C^T), both copied.
+  KronFactors(const float* b, int64_t m1, int64_t n1, const float* ct, int64_t n2, int64_t m2);
+  // Y[r, :] += vec(B @ X_r @ C_T) for r < batch, as kron_matmul.
+  void matmul(const float* x, int64_t batch, float* y) const;
+
+ private:
+  std::vector<float> b_, ct_padded_;
+  int64_t m1_, n1_, n2_, m2_, m2_padded_;
+};
+
 // Y[r, :] += vec(B @ X_r @ C_T) for r < batch: x [batch, n1 * n2] row-major, b [m1, n1], ct [n2, m2] (C^T),
-// y [batch, m1 * m2]. Two small GEMMs per call, in the order with fewer MACs: T = B @ [X_0 ... X_batch-1] (the rows
-// of X side by side, one product for the whole batch), then each T_r @ C_T; or X @ C_T first (X as
-// [batch * n1, n2]), then each B @ T_r. In register blocks of rows x vectors (AVX-512 or AVX2+FMA where
-// the CPU has them, else the baseline vectors), float32 accumulation.
+// y [batch, m1 * m2], through a KronFactors built for this call. Two small GEMMs per call, in the order with fewer
+// MACs (padding counted): T = B @ [X_0 ... X_batch-1] (the rows of X side by side, one product for the whole
+// batch), then each T_r @ C_T; or X @ C_T first (X as [batch * n1, n2]), then each B @ T_r. In register blocks of
+// rows x vectors (AVX-512 or AVX2+FMA where the CPU has them, else the baseline vectors), float32 accumulation.
 void kron_matmul(const float* b, int64_t m1, int64_t n1, const float* ct, int64_t n2, int64_t m2, const float* x,
                  int64_t batch, float* y);
 

@@ -181,6 +181,7 @@ struct Kron {
   const float* ct = nullptr;
   const float* x = nullptr;
   int64_t m1 = 0, n1 = 0, n2 = 0, m2 = 0;
+  const dkp::KronFactors* factors = nullptr;  // B and C_T in the layout the products read
 };
 
 // The Kronecker half split by rows of X: B multiplies a part's rows side by side, which costs the same per row at
@@ -203,7 +204,7 @@ void run_kron_rows(void* data, size_t p) {
   const int64_t i = static_cast<int64_t>(p);
   const int64_t b0 = i * q + std::min(i, r), b1 = b0 + q + (i < r ? 1 : 0);
   try {
-    dkp::kron_matmul(k.b, k.m1, k.n1, k.ct, k.n2, k.m2, k.x + b0 * k.n1 * k.n2, b1 - b0, job.y + b0 * k.m1 * k.m2);
+    k.factors->matmul(k.x + b0 * k.n1 * k.n2, b1 - b0, job.y + b0 * k.m1 * k.m2);
   } catch (const std::exception& e) {
     job.failure.keep(e);
   }
@@ -256,6 +257,7 @@ struct Kernel {
   Tensor constant_info[kMaxInputs];
   std::unique_ptr<const dkp::SlicedEll> ell;  // the constant W re-laid out for single rows of X
   std::unique_ptr<const dkp::IntegerEll> iell;  // SparseMatVecInteger: the same, for a single uint8 row
+  std::unique_ptr<const dkp::KronFactors> kron_factors;  // constant B and C_T, laid out once
 
   Status* error(const std::string& msg) const {
     return api->CreateStatus(dkp_ort::ORT_INVALID_ARGUMENT, (node + ": " + msg).c_str());
@@ -468,10 +470,17 @@ struct Kernel {
 
   // Y += the Kronecker half: in parts of about kKronRows rows of X on onnxruntime's thread pool at batch >= 2 *
   // kKronRows (with one thread the parts run in turn here), else here in one product.
-  Status* kron_part(dkp_ort::KernelContext* ctx, const Kron& kron, int64_t batch, float* ys) const {
+  Status* kron_part(dkp_ort::KernelContext* ctx, Kron kron, int64_t batch, float* ys) const {
+    std::unique_ptr<const dkp::KronFactors> per_call;  // B or C_T not constant: laid out for this call
+    if (kron_factors) {
+      kron.factors = kron_factors.get();
+    } else {
+      per_call = std::make_unique<const dkp::KronFactors>(kron.b, kron.m1, kron.n1, kron.ct, kron.n2, kron.m2);
+      kron.factors = per_call.get();
+    }
     const size_t parts = static_cast<size_t>(batch / kKronRows);
     if (parts < 2 || !g_api_parallel) {
-      dkp::kron_matmul(kron.b, kron.m1, kron.n1, kron.ct, kron.n2, kron.m2, kron.x, batch, ys);
+      kron.factors->matmul(kron.x, batch, ys);
       return nullptr;
     }
     KronRows job{&kron, batch, parts, ys, {}};
@@ -611,6 +620,13 @@ Status* create_kernel(const Api* api, const OpSpec* spec, const dkp_ort::KernelI
     k->constant_input[i] = true;
     k->constant_info[i].type = t[i].type;
     k->constant_info[i].dims = t[i].dims;
+  }
+  const size_t ib = spec->kron_b(), ic = spec->kron_ct();
+  if (k->constant_input[ib] && k->constant_input[ic] && t[ib].type == kF32 && t[ic].type == kF32 &&
+      t[ib].dims.size() == 2 && t[ic].dims.size() == 2) {  // else each call checks them and names the fault
+    k->kron_factors = std::make_unique<const dkp::KronFactors>(static_cast<const float*>(t[ib].data), t[ib].dims[0],
+                                                               t[ib].dims[1], static_cast<const float*>(t[ic].data),
+                                                               t[ic].dims[0], t[ic].dims[1]);
   }
   for (size_t i = kRowPtr; i <= (spec->quantized ? OpSpec::kScale : kValues); ++i) {
     if (!k->constant_input[i]) return nullptr;  // the CSR arrays are checked on every call instead

@@ -904,14 +904,17 @@ void IntegerEll::matmul(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero
   // the rest's rows added to the tiles' sums (part's rows are padded to whole row tiles)
   const int64_t nrest = static_cast<int64_t>(rest_rows_.size());
   if (small_rest_) {  // costs less than converting X for csr_matmul: entry by entry, from the bytes
+    // each row's sum in a register: adding into part entry by entry chained every entry through a store and a
+    // load of the same address (0.7 us of the 20x layer's 19 us)
     for (int64_t k = 0; k < nrest; ++k) {
       const int64_t row = rest_rows_[k];
-      for (int32_t e = rest_row_ptr_[k]; e < rest_row_ptr_[k + 1]; ++e) {
-        const float v = rest_values_[e];
-        const int64_t col = rest_cols_[e];
-        for (int64_t b = 0; b < batch; ++b) {
-          part[b * part_stride + row] += v * static_cast<float>(static_cast<int>(x[b * n + col]) - zero_point);
+      for (int64_t b = 0; b < batch; ++b) {
+        const uint8_t* xb_row = x + b * n;
+        float sum = 0.f;
+        for (int32_t e = rest_row_ptr_[k]; e < rest_row_ptr_[k + 1]; ++e) {
+          sum += rest_values_[e] * static_cast<float>(static_cast<int>(xb_row[rest_cols_[e]]) - zero_point);
         }
+        part[b * part_stride + row] += sum;
       }
     }
   } else if (nrest > 0) {

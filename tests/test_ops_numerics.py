@@ -213,10 +213,11 @@ def test_concurrent_runs_of_one_session() -> None:
 def test_kronecker_half(mode: str, kron_constant: bool) -> None:
     """The optional B, C_T inputs add kron(B, C) @ x (float x; SparseMatVecInteger's from X_kron) to the sparse
     product: every batch path (1 row, blocks of rows, several blocks), Y0 none / per row / broadcast, the shapes of
-    a doped layer and degenerate ones (N1 = 1, M2 = 1, widths that are no multiple of the vector lanes)."""
+    a doped layer and degenerate ones (N1 = 1, M2 = 1, widths that are no multiple of the vector lanes, or of half
+    of them, and wider than one block of vectors)."""
     rng = np.random.default_rng(11)
     for (m1, n1), (m2, n2), density in (((52, 65), (50, 20), 0.05), ((3, 1), (1, 7), 0.3), ((5, 4), (9, 3), 0.0),
-                                        ((17, 6), (2, 33), 0.1)):
+                                        ((17, 6), (2, 33), 0.1), ((6, 5), (70, 9), 0.05)):
         w = random_csr(rng, m1 * m2, n1 * n2, density)
         kron = (rng.standard_normal((m1, n1)), rng.standard_normal((m2, n2)))
         for batch, y0_kind in ((1, "full"), (3, "none"), (8, "broadcast"), (17, "full")):
