@@ -465,6 +465,16 @@ DKP_INT_TARGET DKP_ALWAYS_INLINE void int_tile_steps(__m512i* a0, __m512i* a1, _
   }
 }
 
+// The last column tile's `n` steps (1..3: it may have fewer than the others, see IntegerEll).
+DKP_INT_TARGET DKP_ALWAYS_INLINE void int_tile_last_steps(int n, __m512i* a0, __m512i* a1, __m512i lo, __m512i hi,
+                                                          const uint8_t*& c, const int8_t*& v) {
+  switch (n) {
+    case 1: int_tile_steps<1>(a0, a1, lo, hi, c, v, false); break;
+    case 2: int_tile_steps<2>(a0, a1, lo, hi, c, v, false); break;
+    default: int_tile_steps<3>(a0, a1, lo, hi, c, v, false); break;
+  }
+}
+
 DKP_INT_TARGET DKP_ALWAYS_INLINE void int_tile_store(const IntTileView& w, int64_t t, __m512i a0, __m512i a1,
                                                      __m512i zp, float* part) {
   const int64_t r0 = t * IntTileView::kRows;
@@ -493,10 +503,11 @@ template <int Steps>
 DKP_INT_TARGET void int_tile_avx512(const IntTileView& w, const uint8_t* xp, uint8_t zero_point, float x_scale,
                                     const float* y0, float* y) {
   constexpr int kCols = IntTileView::kCols;
-  constexpr int64_t kTileBytes = int64_t{Steps} * IntTileView::kRows * IntTileView::kPerRow;
+  constexpr int64_t kLanes = IntTileView::kRows * IntTileView::kPerRow;
   const __m512i zp = _mm512_set1_epi32(zero_point);
   const __m512 scale = _mm512_set1_ps(x_scale);
-  const int64_t row_bytes = w.col_tiles * kTileBytes;  // one row tile's steps
+  const int64_t last = w.col_tiles - 1;
+  const int64_t row_bytes = (last * Steps + w.last_steps) * kLanes;  // one row tile's steps
   int64_t t = 0;
   for (; t + 2 <= w.row_tiles; t += 2) {
     const uint8_t* c0 = w.cols + t * row_bytes;
@@ -505,12 +516,15 @@ DKP_INT_TARGET void int_tile_avx512(const IntTileView& w, const uint8_t* xp, uin
     const int8_t* v1 = v0 + row_bytes;
     __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
     __m512i b0 = _mm512_setzero_si512(), b1 = _mm512_setzero_si512();
-    for (int64_t b = 0; b < w.col_tiles; ++b) {
-      __m512i lo, hi;
+    __m512i lo, hi;
+    for (int64_t b = 0; b < last; ++b) {
       load_x_tile(xp + b * kCols, &lo, &hi);
       int_tile_steps<Steps>(&a0, &a1, lo, hi, c0, v0, (Steps & 1) && (b & 1));
       int_tile_steps<Steps>(&b0, &b1, lo, hi, c1, v1, (Steps & 1) && (b & 1));
     }
+    load_x_tile(xp + last * kCols, &lo, &hi);
+    int_tile_last_steps(w.last_steps, &a0, &a1, lo, hi, c0, v0);
+    int_tile_last_steps(w.last_steps, &b0, &b1, lo, hi, c1, v1);
     int_tile_store_y(w, t, a0, a1, zp, scale, y0, y);
     int_tile_store_y(w, t + 1, b0, b1, zp, scale, y0, y);
   }
@@ -518,11 +532,13 @@ DKP_INT_TARGET void int_tile_avx512(const IntTileView& w, const uint8_t* xp, uin
     const uint8_t* c0 = w.cols + t * row_bytes;
     const int8_t* v0 = w.values + t * row_bytes;
     __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
-    for (int64_t b = 0; b < w.col_tiles; ++b) {
-      __m512i lo, hi;
+    __m512i lo, hi;
+    for (int64_t b = 0; b < last; ++b) {
       load_x_tile(xp + b * kCols, &lo, &hi);
       int_tile_steps<Steps>(&a0, &a1, lo, hi, c0, v0, (Steps & 1) && (b & 1));
     }
+    load_x_tile(xp + last * kCols, &lo, &hi);
+    int_tile_last_steps(w.last_steps, &a0, &a1, lo, hi, c0, v0);
     int_tile_store_y(w, t, a0, a1, zp, scale, y0, y);
   }
 }
@@ -543,7 +559,8 @@ DKP_INT_TARGET void int_tile_rows_avx512(const IntTileView& w, const uint8_t* xp
     for (int64_t b = 0; b < w.col_tiles; ++b) {
       __m512i lo[Rows], hi[Rows];
       for (int r = 0; r < Rows; ++r) load_x_tile(xp + r * x_stride + b * kCols, &lo[r], &hi[r]);
-      for (int j = 0; j < Steps; ++j) {
+      const int steps = b + 1 < w.col_tiles ? Steps : w.last_steps;
+      for (int j = 0; j < steps; ++j) {
         const __m512i idx = _mm512_load_si512(c), vals = _mm512_load_si512(v);
         for (int r = 0; r < Rows; ++r) {
           a[r] = _mm512_dpbusd_epi32(a[r], _mm512_permutex2var_epi8(lo[r], idx, hi[r]), vals);
@@ -656,11 +673,12 @@ static int tile_steps_for(const Csr& w, int64_t min_cols, const TileCosts& c) {
   return best;
 }
 
-// Walks W row by row: the first `capacity` non-zeros of each row in each `tile_cols`-wide column tile go to
-// place(k, row tile, lane, column tile, slot), the others to rest(k). Returns the rest's row pointers.
+// Walks W row by row: the first `capacity` non-zeros of each row in each `tile_cols`-wide column tile (the last
+// column tile: `last_capacity`, when >= 0) go to place(k, row tile, lane, column tile, slot), the others to rest(k).
+// Returns the rest's row pointers.
 template <typename Place, typename Rest>
 static std::vector<int32_t> split_tiles(const Csr& w, int64_t tile_rows, int64_t tile_cols, int64_t col_tiles,
-                                        int capacity, Place place, Rest rest) {
+                                        int capacity, Place place, Rest rest, int last_capacity = -1) {
   std::vector<int32_t> rest_rp(static_cast<size_t>(w.rows + 1), 0);
   std::vector<int32_t> used(static_cast<size_t>(col_tiles));
   int32_t rest_nnz = 0;
@@ -668,7 +686,7 @@ static std::vector<int32_t> split_tiles(const Csr& w, int64_t tile_rows, int64_t
     std::fill(used.begin(), used.end(), 0);
     for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) {
       const int64_t b = w.col_idx[k] / tile_cols;
-      if (used[b] < capacity) {
+      if (used[b] < (b + 1 == col_tiles && last_capacity >= 0 ? last_capacity : capacity)) {
         place(k, i / tile_rows, i % tile_rows, b, used[b]++);
       } else {
         rest(k);
@@ -832,6 +850,35 @@ static int64_t longest_row(const Csr& w) {
   return longest;
 }
 
+// Steps for the last column tile when it is narrower than the others (min_cols % 128 columns: 20 of the 2600 x
+// 1300 layer's, 10 of the 650-column decoder's): by the same cost model, its rows' non-zeros past 4 per step going
+// to the rest. At 20 columns one step holds nearly all of them, where `steps` = 3 left 2 of 3 empty (9% of the
+// layer's tile bytes, 1/6 of the decoder's).
+static int last_tile_steps(const Csr& w, int64_t min_cols, int steps) {
+  constexpr int64_t kCols = IntTileView::kCols;
+  const int64_t col_tiles = (min_cols + kCols - 1) / kCols;
+  if (col_tiles < 2 || min_cols % kCols == 0) return steps;
+  const int64_t first = (col_tiles - 1) * kCols;  // the last tile's first column
+  int64_t covered[4] = {};                        // its non-zeros that 1..3 steps hold
+  for (int64_t i = 0; i < w.rows; ++i) {
+    int64_t n = 0;
+    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) n += w.col_idx[k] >= first ? 1 : 0;
+    for (int s = 1; s <= steps; ++s) covered[s] += std::min<int64_t>(n, IntTileView::kPerRow * s);
+  }
+  const double row_tiles = static_cast<double>((w.rows + IntTileView::kRows - 1) / IntTileView::kRows);
+  const TileCosts& c = kIntegerTileCosts;
+  int best = steps;
+  double best_cost = row_tiles * c.step * steps;  // the rest's cost is relative to `steps`' rest
+  for (int s = 1; s < steps; ++s) {
+    const double cost = row_tiles * c.step * s + c.rest * static_cast<double>(covered[steps] - covered[s]);
+    if (cost < best_cost) {
+      best = s;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
 IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale)
     : rows_(w.rows), min_cols_(min_cols) {
   const int steps = kernels().itile[0] && longest_row(w) <= kMaxIntegerRow
@@ -846,7 +893,9 @@ IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, co
   tiles_.row_tiles = (rows_ + kRows - 1) / kRows;
   tiles_.col_tiles = (min_cols + kCols - 1) / kCols;
   tiles_.steps = steps;
-  const size_t total = static_cast<size_t>(tiles_.row_tiles * tiles_.col_tiles * steps) * kLanes;
+  tiles_.last_steps = last_tile_steps(w, min_cols, steps);
+  const int64_t row_steps = (tiles_.col_tiles - 1) * steps + tiles_.last_steps;  // one row tile's
+  const size_t total = static_cast<size_t>(tiles_.row_tiles * row_steps) * kLanes;
   tile_cols_.assign(total, 0);
   tile_values_.assign(total, 0);
   value_sum_.assign(static_cast<size_t>(tiles_.row_tiles * kRows), 0);
@@ -855,7 +904,7 @@ IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, co
   std::vector<int32_t> rest_ci;
   std::vector<int8_t> rest_q;
   const auto place = [&](int64_t k, int64_t t, int64_t lane, int64_t b, int slot) {
-    const size_t at = static_cast<size_t>((t * tiles_.col_tiles + b) * steps + slot / kPerRow) * kLanes +
+    const size_t at = static_cast<size_t>(t * row_steps + b * steps + slot / kPerRow) * kLanes +
                       static_cast<size_t>(lane * kPerRow + slot % kPerRow);
     tile_cols_[at] = static_cast<uint8_t>(w.col_idx[k] % kCols);
     tile_values_[at] = qvalues[k];
@@ -865,7 +914,8 @@ IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, co
     rest_ci.push_back(w.col_idx[k]);
     rest_q.push_back(qvalues[k]);
   };
-  std::vector<int32_t> rest_rp = split_tiles(w, kRows, kCols, tiles_.col_tiles, kPerRow * steps, place, to_rest);
+  std::vector<int32_t> rest_rp = split_tiles(w, kRows, kCols, tiles_.col_tiles, kPerRow * steps, place, to_rest,
+                                             kPerRow * tiles_.last_steps);
   tiles_.cols = tile_cols_.data();
   tiles_.values = tile_values_.data();
   tiles_.value_sum = value_sum_.data();

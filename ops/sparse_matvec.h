@@ -125,8 +125,9 @@ struct IntTileView {
   int64_t rows = 0;
   int64_t row_tiles = 0;
   int64_t col_tiles = 0;
-  int steps = 0;  // 1..3
-  const uint8_t* cols = nullptr;
+  int steps = 0;       // 1..3
+  int last_steps = 0;  // 1..steps: the last column tile's (fewer where it is narrow: N % 128 columns)
+  const uint8_t* cols = nullptr;   // a row tile's steps: (col_tiles - 1) * steps + last_steps
   const int8_t* values = nullptr;
   const int32_t* value_sum = nullptr;  // [row_tiles * 16]: each row's sum of its tile values (for the zero point)
   const float* row_scale = nullptr;    // [rows]
