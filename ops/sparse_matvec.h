@@ -165,8 +165,11 @@ class IntegerEll {
   std::unique_ptr<const SlicedEll> rest_;
   std::vector<int32_t> rest_rows_, rest_row_ptr_, rest_cols_;  // the rest's non-empty rows as CSR, values scaled
   std::vector<float> rest_values_;
-  std::vector<int32_t> rest_entry_rows_;  // a small rest's row of each entry, for one row of X: one flat loop
+  std::vector<int32_t> rest_entry_rows_;  // a small rest's row of each entry (add_small_rest)
   bool small_rest_ = false;  // fewer non-zeros left than columns: added entry by entry, else by csr_matmul / SELL-8
+  // a small rest: out[b * stride + row] += scale * value * (x[b, col] - zero_point), entry by entry
+  void add_small_rest(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero_point, float scale, float* out,
+                      int64_t stride) const;
   // one row, the rest by the SELL-8 copy (where there are no tiles, or a large rest)
   void matvec_sell(const uint8_t* x, uint8_t zero_point, float x_scale, const float* y0, float* y) const;
 };
