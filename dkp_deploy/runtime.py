@@ -20,7 +20,8 @@ DKP_DOMAIN = "ai.dkp"
 
 OPSET_VERSION = 1  # the ai.dkp opset this package implements
 # the ai.dkp ops a lowered file may hold, and their attributes
-_LOWERED_OPS: dict[str, set[str]] = {"SparseMatVec": set(), "SparseMatVecInt8": set(), "SparseMatVecInteger": set()}
+_LOWERED_OPS: dict[str, set[str]] = {"SparseMatVec": set(), "SparseMatVecInt8": set(), "SparseMatVecInteger": set(),
+                                     "LSTMCell": set()}
 
 
 def check_dkp_domain(model: Any) -> None:

@@ -1,5 +1,5 @@
-// ai.dkp::SparseMatVec and ai.dkp::SparseMatVecInt8 as onnxruntime custom ops, and the library entry point
-// RegisterCustomOps.
+// ai.dkp::SparseMatVec, SparseMatVecInt8 and SparseMatVecInteger as onnxruntime custom ops, and the library entry
+// point RegisterCustomOps (which adds ai.dkp::LSTMCell, lstm_cell_op.cc, to the same domain).
 //
 // Contract (docs/ops.md): inputs X float32 [..., N], row_ptr int32 [M+1], col_idx int32 or uint16 [nnz] (or uint8:
 // column gaps, each entry's column minus the previous one's in its row), values float32 [nnz] (SparseMatVecInt8:
@@ -23,10 +23,12 @@
 
 #include "kron_matvec.h"
 #include "ort_abi.h"
+#include "ort_support.h"
 #include "sparse_matvec.h"
 
 using dkp_ort::Api;
 using dkp_ort::Status;
+using dkp_ort::take_message;
 
 namespace {
 
@@ -208,13 +210,6 @@ void run_kron_rows(void* data, size_t p) {
   } catch (const std::exception& e) {
     job.failure.keep(e);
   }
-}
-
-// Releases a status we only inspect, and keeps its message.
-std::string take_message(const Api* api, Status* st) {
-  std::string msg = api->GetErrorMessage(st);
-  api->ReleaseStatus(st);
-  return msg;
 }
 
 // The CSR arrays in the form the products read (int32 columns, float values), where the inputs are not already:
@@ -604,19 +599,7 @@ struct Kernel {
 Status* create_kernel(const Api* api, const OpSpec* spec, const dkp_ort::KernelInfo* info, Kernel* k) {
   k->api = api;
   k->spec = spec;
-  k->node = std::string(spec->name) + " node";
-  size_t size = 0;
-  if (Status* st = api->KernelInfo_GetNodeName(info, nullptr, &size)) {
-    api->ReleaseStatus(st);
-  } else if (size > 0) {
-    std::string name(size, '\0');
-    if (Status* st2 = api->KernelInfo_GetNodeName(info, name.data(), &size)) {
-      api->ReleaseStatus(st2);
-    } else {
-      name.resize(std::strlen(name.c_str()));
-      k->node += " '" + name + "'";
-    }
-  }
+  k->node = dkp_ort::node_label(api, info, spec->name);
   Tensor t[kMaxInputs];
   for (size_t i = 0; i < spec->num_inputs; ++i) {  // an optional input left out is not constant
     int is_constant = 0;
@@ -779,6 +762,7 @@ extern "C" __attribute__((visibility("default"))) Status* RegisterCustomOps(dkp_
     if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVec.op);
     if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVecInt8.op);
     if (!st) st = api->CustomOpDomain_Add(g_domain, &kSparseMatVecInteger.op);
+    if (!st) st = api->CustomOpDomain_Add(g_domain, dkp::lstm_cell_custom_op());
     if (st) {
       g_domain_error = take_message(api, st);
       g_domain = nullptr;

@@ -13,6 +13,10 @@
 - ``SparseMatVecInteger`` (lowered node of int8-dynamic files): inputs X (uint8, from DynamicQuantizeLinear),
   row_ptr, col_idx, values (int8), row_scale, x_scale (float scalar), x_zero_point (uint8 scalar), Y0; Y (float) =
   x_scale * row_scale[i] * sum_k values[k] * (X[..., col_idx[k]] - x_zero_point) (+ Y0), X's shape with last dim M.
+- ``LSTMCell`` (lowered node, the C++ op in ops/): one LSTM step's nonlinearities and state update; inputs gates
+  [..., 4H] (torch's order i, f, g, o, bias included) and c [..., H]; outputs h_next = sigmoid(o) * tanh(c_next)
+  and c_next = sigmoid(f) * c + sigmoid(i) * tanh(g), both c's shape. The custom lowering fuses the hub's cell
+  (Split, Sigmoid, Tanh, Mul, Add) into it (`dkp_deploy.lower.lstm_cell`).
 - ``DopedLinearRef``: the export front end's transient node (torch.onnx writes it, `dkp_deploy.export` rewrites
   it to a ``DopedMatMul`` before any file is written).
 """
@@ -68,6 +72,13 @@ def _infer_sparse_matvec(ctx: shape_inference.InferenceContext, y0: int = 4, ele
     _rows_output(ctx, rows, elem_type)
 
 
+def _infer_lstm_cell(ctx: shape_inference.InferenceContext) -> None:
+    c = ctx.get_input_type(1)
+    if c is not None and c.HasField("tensor_type"):
+        for i in range(2):
+            ctx.set_output_type(i, c)
+
+
 def _schemas() -> list[defs.OpSchema]:
     attr = defs.OpSchema.Attribute
     kinds = defs.OpSchema.AttrType
@@ -117,6 +128,14 @@ def _schemas() -> list[defs.OpSchema]:
                           _COLUMNS,
                           ("Q", ["tensor(int8)"], "int8 values"), ("U", ["tensor(uint8)"], "uint8 activations")],
     )
+    cell = defs.OpSchema(
+        "LSTMCell", DOMAIN, VERSION,
+        doc="h_next, c_next of one LSTM step from the gate pre-activations [..., 4H] (i, f, g, o) and c [..., H]; "
+            "the C++ op in dkp_deploy's ops.",
+        inputs=[_param("gates", "T"), _param("c", "T")],
+        outputs=[_param("h_next", "T"), _param("c_next", "T")],
+        type_constraints=[("T", ["tensor(float)"], "float")],
+    )
     ref = defs.OpSchema(
         "DopedLinearRef", DOMAIN, VERSION,
         doc="Transient node of dkp_deploy.export: a doped linear layer's input and parameters, never in a file.",
@@ -140,7 +159,8 @@ def _schemas() -> list[defs.OpSchema]:
     sparse_int8.set_type_and_shape_inference_function(lambda ctx: _infer_sparse_matvec(ctx, y0=5))
     sparse_integer.set_type_and_shape_inference_function(
         lambda ctx: _infer_sparse_matvec(ctx, y0=7, elem_type=TensorProto.FLOAT))
-    return [doped, sparse, sparse_int8, sparse_integer, ref, rec]
+    cell.set_type_and_shape_inference_function(_infer_lstm_cell)
+    return [doped, sparse, sparse_int8, sparse_integer, cell, ref, rec]
 
 
 def register_schemas() -> None:

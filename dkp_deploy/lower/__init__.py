@@ -3,7 +3,8 @@
 One pass over the graph: each DopedMatMul is replaced by the nodes of the `sparse_impl` rule (``custom``: kron
 as two reshaped MatMuls + ``ai.dkp::SparseMatVec``; ``portable``: standard ops only; ``dense``: the folded W,
 the baseline), emitted by `dkp_deploy.converters.onnx.matrix.lower`, which holds the per-impl rules. Everything
-else is kept as it is. The pass also records, per matrix, which tensors of the file hold which part (the
+else is kept as it is, except that the custom rule also fuses each LSTM cell into one ``ai.dkp::LSTMCell``
+(`dkp_deploy.lower.lstm_cell`). The pass also records, per matrix, which tensors of the file hold which part (the
 ``dkp.layers`` metadata `dkp-validate` rebuilds each W from).
 """
 
@@ -23,6 +24,7 @@ from ..hub.schema import DOMAIN
 from ..quantize import check_mode, gather_tables
 from ..spec import DopedMatrix
 from .embedding import lower_doped_gather, lower_int8_gather
+from .lstm_cell import fuse_lstm_cells
 
 SPARSE_IMPLS = rules.SPARSE_IMPLS
 
@@ -193,6 +195,10 @@ def lower(hub: onnx.ModelProto, impl: str = "custom", quantize: str | None = Non
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     layers: dict[str, dict] = {}
     lower_graph(model.graph, impl, opset, layers, quantize=quantize)
+    if impl == "custom":
+        model = fuse_lstm_cells(model)
+        for graph in all_graphs(model.graph):  # a fused cell's Split sizes, in a Scan body
+            _drop_unused_initializers(graph)
     uses_dkp = any(n.domain == DOMAIN for g in all_graphs(model.graph) for n in g.node)
     imports = [o for o in model.opset_import if o.domain != DOMAIN]
     if uses_dkp:
