@@ -238,6 +238,37 @@ def test_custom_lowering_fuses_every_layer() -> None:
             assert "LSTMCell" not in _op_types(lower(hub, impl)), (mode, impl)
 
 
+def test_a_users_own_cell_exported_from_torch_fuses(tmp_path) -> None:
+    """An LSTM cell a user wrote by hand (chunk, sigmoid, tanh), through dkp_deploy.export: one LSTMCell in the
+    custom file, outputs as torch's in float64."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    import dkp_deploy
+    from dkp_deploy import runtime
+
+    class Cell(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gates = torch.nn.Linear(8 + 16, 64)
+
+        def forward(self, x, h, c):
+            i, f, g, o = self.gates(torch.cat([x, h], 1)).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+
+    torch.manual_seed(0)
+    model = dkp_deploy.compress(Cell(), cf=2).eval()
+    args = tuple(torch.randn(3, n) for n in (8, 16, 16))
+    path = dkp_deploy.export(model, args, tmp_path / "cell.onnx")
+    assert _op_types(onnx.load(str(path))).count("LSTMCell") == 1
+    sess = runtime.session(path)
+    got = sess.run(None, {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)})
+    with torch.no_grad():
+        ref = model.double()(*(a.double() for a in args))
+    for out, r in zip(got, ref):
+        np.testing.assert_allclose(out, r.numpy(), rtol=1e-5, atol=1e-6)
+
+
 if __name__ == "__main__":  # the child of test_capped_kernels_match_too, under its DKP_OPS_ISA
     rng = np.random.default_rng(11)
     for hidden in (1, 3, 4, 7, 8, 9, 15, 16, 17, 33, 650):
