@@ -172,23 +172,12 @@ __attribute__((target("avx512f"))) void kron_avx512(const KronFactors::View& f, 
 
 using KronFn = void (*)(const KronFactors::View&, const float*, int64_t, float*);
 
-struct KronKernel {
-  KronFn fn;
-  const char* isa;
-};
-
-// The same level as the sparse kernels (csr_matmul_isa, which honours DKP_OPS_ISA).
-KronKernel pick() {
-#if DKP_HAVE_X86_KRON
-  const char* isa = csr_matmul_isa();
-  if (std::strncmp(isa, "avx512f", 7) == 0) return {kron_avx512, "avx512f"};
-  if (std::strncmp(isa, "avx2", 4) == 0) return {kron_avx2, "avx2+fma"};
+#if !DKP_HAVE_X86_KRON
+constexpr KronFn kron_avx512 = nullptr, kron_avx2 = nullptr;
 #endif
-  return {kron_generic, "generic"};
-}
 
-const KronKernel& kernel() {
-  static const KronKernel k = pick();
+const IsaKernel<KronFn>& kernel() {
+  static const IsaKernel<KronFn> k = pick_isa_kernel<KronFn>(kron_avx512, kron_avx2, kron_generic);
   return k;
 }
 

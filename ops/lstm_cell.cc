@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "sparse_matvec.h"  // csr_matmul_isa
+#include "sparse_matvec.h"  // pick_isa_kernel
 
 #if defined(__GNUC__) || defined(__clang__)
 #define DKP_CELL_INLINE inline __attribute__((always_inline))
@@ -160,22 +160,12 @@ __attribute__((target("avx512f"))) void cell_avx512(const float* gates, const fl
 
 using CellFn = void (*)(const float*, const float*, int64_t, int64_t, float*, float*);
 
-struct CellKernel {
-  CellFn fn;
-  const char* isa;
-};
-
-CellKernel pick() {
-#if DKP_HAVE_X86_CELL
-  const char* isa = csr_matmul_isa();
-  if (std::strncmp(isa, "avx512f", 7) == 0) return {cell_avx512, "avx512f"};
-  if (std::strncmp(isa, "avx2", 4) == 0) return {cell_avx2, "avx2+fma"};
+#if !DKP_HAVE_X86_CELL
+constexpr CellFn cell_avx512 = nullptr, cell_avx2 = nullptr;
 #endif
-  return {cell_generic, "generic"};
-}
 
-const CellKernel& kernel() {
-  static const CellKernel k = pick();
+const IsaKernel<CellFn>& kernel() {
+  static const IsaKernel<CellFn> k = pick_isa_kernel<CellFn>(cell_avx512, cell_avx2, cell_generic);
   return k;
 }
 

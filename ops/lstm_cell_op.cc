@@ -116,29 +116,6 @@ Status* create_kernel_v2(const dkp_ort::CustomOp*, const Api* api, const dkp_ort
   return nullptr;
 }
 
-Status* compute_v2(void* kernel, dkp_ort::KernelContext* ctx) {
-  const CellKernel* k = static_cast<const CellKernel*>(kernel);
-  try {
-    return k->compute(ctx);
-  } catch (const std::exception& e) {  // std::bad_alloc from the shape vectors
-    return k->api->CreateStatus(dkp_ort::ORT_FAIL, (k->node + ": " + e.what()).c_str());
-  }
-}
-
-// onnxruntime 1.16 calls these instead of the V2 entry points (see register.cc).
-void* create_kernel(const dkp_ort::CustomOp* op, const Api* api, const dkp_ort::KernelInfo* info) {
-  void* kernel = nullptr;
-  if (Status* st = create_kernel_v2(op, api, info, &kernel)) throw std::runtime_error(take_message(api, st));
-  return kernel;
-}
-
-void compute(void* kernel, dkp_ort::KernelContext* ctx) {
-  if (Status* st = compute_v2(kernel, ctx)) {
-    throw std::runtime_error(take_message(static_cast<const CellKernel*>(kernel)->api, st));
-  }
-}
-
-void destroy(void* kernel) { delete static_cast<CellKernel*>(kernel); }
 const char* name(const dkp_ort::CustomOp*) { return kName; }
 const char* provider(const dkp_ort::CustomOp*) { return nullptr; }
 dkp_ort::TensorElementType float_type(const dkp_ort::CustomOp*, size_t) {
@@ -152,8 +129,9 @@ dkp_ort::MemType memory(const dkp_ort::CustomOp*, size_t) { return dkp_ort::OrtM
 int one(const dkp_ort::CustomOp*) { return 1; }
 
 constexpr dkp_ort::CustomOp kLSTMCell = {
-    dkp_ort::kApiVersion, create_kernel, name, provider, float_type, two, float_type, two, compute, destroy,
-    required, required, memory, one, one, one, one, create_kernel_v2, compute_v2,
+    dkp_ort::kApiVersion, dkp_ort::create_kernel_v1<create_kernel_v2>, name, provider, float_type, two,
+    float_type, two, dkp_ort::compute_v1<CellKernel>, dkp_ort::destroy_kernel<CellKernel>, required, required,
+    memory, one, one, one, one, create_kernel_v2, dkp_ort::compute_v2<CellKernel>,
 };
 
 }  // namespace

@@ -669,32 +669,6 @@ Status* op_create_kernel_v2(const dkp_ort::CustomOp* op, const Api* api, const d
   return nullptr;
 }
 
-Status* op_compute_v2(void* kernel, dkp_ort::KernelContext* ctx) {
-  const Kernel* k = static_cast<const Kernel*>(kernel);
-  try {
-    return k->compute(ctx);
-  } catch (const std::exception& e) {  // std::bad_alloc from the shape vectors or a conversion
-    return k->api->CreateStatus(dkp_ort::ORT_FAIL, (k->node + ": " + e.what()).c_str());
-  }
-}
-
-// onnxruntime 1.16 knows C API 16 but not the V2 entry points (those arrive in 1.17): it calls these two instead.
-// Their only error channel is a C++ exception, which onnxruntime catches (it shares libstdc++ with us) and turns
-// into a failed session creation / Run; onnxruntime >= 1.17 never calls them.
-void* op_create_kernel(const dkp_ort::CustomOp* op, const Api* api, const dkp_ort::KernelInfo* info) {
-  void* kernel = nullptr;
-  if (Status* st = op_create_kernel_v2(op, api, info, &kernel)) throw std::runtime_error(take_message(api, st));
-  return kernel;
-}
-
-void op_compute(void* kernel, dkp_ort::KernelContext* ctx) {
-  if (Status* st = op_compute_v2(kernel, ctx)) {
-    throw std::runtime_error(take_message(static_cast<const Kernel*>(kernel)->api, st));
-  }
-}
-
-void op_destroy(void* kernel) { delete static_cast<Kernel*>(kernel); }
-
 const char* op_name(const dkp_ort::CustomOp* op) { return spec_of(op).name; }
 const char* op_provider(const dkp_ort::CustomOp*) { return nullptr; }  // null means the CPU provider
 dkp_ort::TensorElementType op_input_type(const dkp_ort::CustomOp* op, size_t i) {
@@ -715,15 +689,15 @@ int op_homogeneous(const dkp_ort::CustomOp*) { return 1; }
 
 constexpr dkp_ort::CustomOp kCallbacks = {
     dkp_ort::kApiVersion,
-    op_create_kernel,
+    dkp_ort::create_kernel_v1<op_create_kernel_v2>,
     op_name,
     op_provider,
     op_input_type,
     op_input_count,
     op_output_type,
     op_output_count,
-    op_compute,
-    op_destroy,
+    dkp_ort::compute_v1<Kernel>,
+    dkp_ort::destroy_kernel<Kernel>,
     op_input_characteristic,
     op_output_characteristic,
     op_input_memory,
@@ -732,7 +706,7 @@ constexpr dkp_ort::CustomOp kCallbacks = {
     op_min_arity,
     op_homogeneous,
     op_create_kernel_v2,
-    op_compute_v2,
+    dkp_ort::compute_v2<Kernel>,
 };
 
 const OpRecord kSparseMatVec = {kCallbacks, &kFloatSpec};

@@ -202,4 +202,19 @@ void csr_matmul_rows(const Csr& w, int64_t r0, int64_t r1, const float* x,
 // "generic"; DKP_OPS_ISA=avx2 or =generic at run time caps it), for benchmarks and docs.
 const char* csr_matmul_isa();
 
+// One kernel of a family built for AVX-512, AVX2+FMA and the baseline vectors, at the level csr_matmul_isa chose
+// (null where a build has no such variant), with that level's name: how the dense kernels follow the sparse ones.
+template <class Fn>
+struct IsaKernel {
+  Fn fn;
+  const char* isa;
+};
+template <class Fn>
+IsaKernel<Fn> pick_isa_kernel(Fn avx512, Fn avx2, Fn generic) {
+  const char* isa = csr_matmul_isa();
+  if (avx512 && std::string(isa).compare(0, 7, "avx512f") == 0) return {avx512, "avx512f"};
+  if (avx2 && std::string(isa).compare(0, 4, "avx2") == 0) return {avx2, "avx2+fma"};
+  return {generic, "generic"};
+}
+
 }  // namespace dkp
