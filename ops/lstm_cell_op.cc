@@ -2,9 +2,10 @@
 // pre-activations, bias included) and c float32 [..., H] (the previous cell state, the same leading dims); outputs
 // h_next and c_next, float32, c's shape (docs/ops.md). Every input is checked and a failure comes back as an
 // onnxruntime status naming the node and the input.
+#include <algorithm>
 #include <cstdint>
+#include <exception>
 #include <new>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -77,15 +78,18 @@ struct CellKernel {
   }
 
   Status* compute(dkp_ort::KernelContext* ctx) const {
-    std::vector<int64_t> gd, cd;
+    // per thread and reused: a call allocates nothing
+    thread_local std::vector<int64_t> gd, cd;
     const float* gates = nullptr;
     const float* c = nullptr;
     if (Status* st = read(ctx, 0, &gd, &gates)) return st;
     if (Status* st = read(ctx, 1, &cd, &c)) return st;
     const int64_t h = cd.back();
-    std::vector<int64_t> want = cd;
-    if (__builtin_mul_overflow(h, 4, &want.back())) return error("input 'c' " + shape_str(cd) + " is too large");
-    if (gd != want) {
+    int64_t four_h = 0;
+    if (__builtin_mul_overflow(h, 4, &four_h)) return error("input 'c' " + shape_str(cd) + " is too large");
+    if (gd.size() != cd.size() || !std::equal(cd.begin(), cd.end() - 1, gd.begin()) || gd.back() != four_h) {
+      std::vector<int64_t> want = cd;
+      want.back() = four_h;
       return error("input 'gates' must have shape " + shape_str(want) + " (c's shape, 4H last), got " +
                    shape_str(gd));
     }

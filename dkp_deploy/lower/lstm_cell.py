@@ -17,8 +17,6 @@ from onnxscript.rewriter import RewritePass, pattern
 from ..converters.onnx.graph import all_graphs
 from ..hub.schema import DOMAIN, VERSION
 
-OP = "LSTMCell"
-
 
 class LSTMCellFusion(pattern.RewriteRuleClassBase):
     """c' = sigmoid(f) * c + sigmoid(i) * tanh(g), h' = sigmoid(o) * tanh(c') -> LSTMCell(gates, c)."""
@@ -66,6 +64,8 @@ def fuse_lstm_cells(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with every LSTM cell the rule matches (any graph, Scan bodies too) as one LSTMCell node."""
     from ..hub.schema import register_schemas
 
+    if not any(n.op_type == "Sigmoid" for g in all_graphs(model.graph) for n in g.node):
+        return model  # no cell to find: spare a model without one the round trip through onnx-ir and inference
     register_schemas()  # shape inference must know the ai.dkp ops the lowering wrote
     typed = {v.name for g in all_graphs(model.graph) for v in g.value_info}
     passes = ir.passes.PassManager((
@@ -81,4 +81,4 @@ def fuse_lstm_cells(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-__all__ = ["fuse_lstm_cells", "LSTMCellFusion", "RULES", "OP"]
+__all__ = ["fuse_lstm_cells", "LSTMCellFusion", "RULES"]
