@@ -5,31 +5,15 @@
 #include <cstring>
 
 #include "sparse_matvec.h"  // pick_isa_kernel
+#include "vector_ops.h"
 
-#if defined(__GNUC__) || defined(__clang__)
-#define DKP_CELL_INLINE inline __attribute__((always_inline))
-#else
-#define DKP_CELL_INLINE inline
-#endif
+#define DKP_CELL_INLINE DKP_VEC_INLINE
 
 namespace dkp {
 namespace {
 
-// The helpers take and give vectors by reference: passed by value, a vector wider than the baseline's would change
-// the ABI of a function compiled without its ISA (GCC warns), though every helper here is inlined.
-
-// f32 lanes V, i32 lanes I of the same width: comparisons of V give I masks, a cast between them keeps the bits.
-template <class V, class I>
-DKP_CELL_INLINE void select(const I& mask, const V& a, V& b) {  // b = mask ? a : b
-  b = (V)(((I)a & mask) | ((I)b & ~mask));
-}
-
-// x clamped to [lo, hi] with NaN kept (a comparison with NaN is false, so NaN falls through both selects)
-template <class V, class I>
-DKP_CELL_INLINE void clamp(V& x, float lo, float hi) {
-  select<V, I>(x < lo, V{} + lo, x);
-  select<V, I>(x > hi, V{} + hi, x);
-}
+using vec::clamp;
+using vec::select;
 
 // x = exp(x), x first clamped to [-104, 88.3] (exp(-104) is below half the smallest denormal): x = n ln2 + r,
 // |r| <= ln2 / 2, exp(r) by its Taylor polynomial of degree 7 (truncation below 1e-8 relative), times 2^n as two
@@ -37,7 +21,7 @@ DKP_CELL_INLINE void clamp(V& x, float lo, float hi) {
 template <class V, class I>
 DKP_CELL_INLINE void exp_clamped(V& x) {
   clamp<V, I>(x, -104.f, 88.3f);
-  const V magic = V{} + 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer, left in the low mantissa bits
+  const V magic = V{} + vec::kRoundMagic;
   const V t = x * 1.44269504088896341f + magic;
   const V n = t - magic;
   // ln2 in two parts: the first has few mantissa bits, so n * part is exact for |n| <= 150

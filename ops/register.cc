@@ -6,10 +6,11 @@
 // int8 [nnz] and row_scale float32 [M], W[i, :] = row_scale[i] * values), optional Y0 float32 [..., M] (or [M],
 // broadcast); output Y float32 [..., M] = X @ W^T (+ Y0).
 // SparseMatVecInteger: X uint8 as DynamicQuantizeLinear writes it, and after row_scale the scalars x_scale (float32)
-// and x_zero_point (uint8); Y = x_scale * (X - x_zero_point) @ W^T (+ Y0), W as in SparseMatVecInt8.
+// and x_zero_point (uint8); Y = x_scale * (X - x_zero_point) @ W^T (+ Y0), W as in SparseMatVecInt8. Or X float32,
+// x_scale and x_zero_point left empty: the node quantizes X as DynamicQuantizeLinear does, then the same.
 // All three take the Kronecker half too, as optional inputs after Y0: B float32 [M1, N1] and C_T float32 [N2, M2]
 // (M = M1 * M2, N = N1 * N2) add kron(B, C) @ x to every row (x = X; SparseMatVecInteger: its float input X_kron,
-// X's shape).
+// X's shape; X itself where X is float32).
 // Every input is checked and every failure comes back as an onnxruntime status naming the input. When the three CSR
 // arrays are constant initializers they are checked once, when the kernel is created; otherwise on every call.
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "dynamic_quantize.h"
 #include "kron_matvec.h"
 #include "ort_abi.h"
 #include "ort_support.h"
@@ -58,6 +60,9 @@ struct OpSpec {
   size_t kron_b() const { return y0 + 1; }
   size_t kron_ct() const { return y0 + 2; }
   size_t kron_x() const { return integer_x ? y0 + 3 : 0; }  // the float x of the Kronecker half
+  // SparseMatVecInteger's x_scale and x_zero_point are optional too: a float32 X leaves them empty
+  bool optional(size_t i) const { return i >= y0 || (integer_x && (i == kXScale || i == kXZeroPoint)); }
+  size_t min_inputs() const { return integer_x ? kXScale : y0; }
   static constexpr size_t kScale = 4;
   static constexpr size_t kXScale = 5;
   static constexpr size_t kXZeroPoint = 6;
@@ -71,7 +76,7 @@ constexpr OpSpec kInt8Spec = {"SparseMatVecInt8", 8,
 constexpr OpSpec kIntegerSpec = {
     "SparseMatVecInteger", 11,
     {"X", "row_ptr", "col_idx", "values", "row_scale", "x_scale", "x_zero_point", "Y0", "B", "C_T", "X_kron"},
-    {kU8, kI32, kAnyType, kI8, kF32, kF32, kU8, kF32, kF32, kF32, kF32}, true, true, 7};
+    {kAnyType, kI32, kAnyType, kI8, kF32, kF32, kU8, kF32, kF32, kF32, kF32}, true, true, 7};
 
 const char* type_name(dkp_ort::TensorElementType t) {
   switch (static_cast<int>(t)) {
@@ -365,8 +370,8 @@ struct Kernel {
     size_t count = 0;
     if (Status* st = api->KernelContext_GetInputCount(ctx, &count)) return error(take_message(api, st));
     const size_t y0_index = spec->y0;
-    if (count < y0_index || count > spec->num_inputs) {
-      return error("expects " + std::to_string(y0_index) + " to " + std::to_string(spec->num_inputs) +
+    if (count < spec->min_inputs() || count > spec->num_inputs) {
+      return error("expects " + std::to_string(spec->min_inputs()) + " to " + std::to_string(spec->num_inputs) +
                    " inputs, got " + std::to_string(count));
     }
     // Per-thread and reused: the dims vectors keep their storage, so a call allocates none of them (a fresh array
@@ -383,7 +388,7 @@ struct Kernel {
       const dkp_ort::Value* value = nullptr;
       if (Status* st = api->KernelContext_GetInput(ctx, i, &value)) return error(take_message(api, st));
       if (!value) {
-        if (i >= y0_index) continue;  // an optional input left out or given as "" on the node
+        if (spec->optional(i)) continue;  // an optional input left out or given as "" on the node
         return error("input '" + std::string(spec->input_names[i]) + "' is missing");
       }
       if (constant_input[i]) {
@@ -399,7 +404,8 @@ struct Kernel {
     }
     const bool has_y0 = given[y0_index];
     const Tensor& x = t[kX];
-    if (Status* st = expect(x, kX, 0)) return st;
+    const bool quantize_x = spec->integer_x && x.type == kF32;  // SparseMatVecInteger quantizing X itself
+    if (Status* st = spec->integer_x ? check_integer_x(x, given) : expect(x, kX, 0)) return st;
     if (x.dims.empty()) return error("input 'X' must have rank >= 1 ([..., N]), got a scalar");
     const int64_t n = x.dims.back();
     int64_t batch = 1;
@@ -451,7 +457,7 @@ struct Kernel {
     }
 
     Kron kron;
-    if (Status* st = check_kron(t, given, x, n, csr.rows, &kron)) return st;
+    if (Status* st = check_kron(t, given, x, quantize_x, n, csr.rows, &kron)) return st;
 
     dkp_ort::Value* out = nullptr;
     if (Status* st = api->KernelContext_GetOutput(ctx, 0, out_dims.data(), out_dims.size(), &out)) {
@@ -461,13 +467,24 @@ struct Kernel {
     if (Status* st = api->GetTensorMutableData(out, &y)) return error("output 'Y': " + take_message(api, st));
     float x_scale = 1.f;
     uint8_t zero_point = 0;
-    if (spec->integer_x) {
+    if (spec->integer_x && !quantize_x) {
       if (Status* st = read_x_quantization(t, &x_scale, &zero_point)) return st;
     }
     if (batch == 0 || csr.rows == 0) return nullptr;
     const float* y0s = has_y0 ? static_cast<const float*>(t[y0_index].data) : nullptr;
     float* ys = static_cast<float*>(y);
-    if (Status* st = sparse_part(ctx, csr, x, batch, n, y0s, y0_broadcast, x_scale, zero_point, ys)) return st;
+    const void* xs = x.data;
+    if (quantize_x) {
+      thread_local std::vector<uint8_t> xq;  // reused: grows to the largest X this thread has seen
+      xq.resize(static_cast<size_t>(batch * n));
+      if (!dkp::dynamic_quantize(static_cast<const float*>(x.data), batch * n, xq.data(), &x_scale, &zero_point)) {
+        // a NaN or an infinity in X: no scale quantizes it, and DynamicQuantizeLinear's would make Y NaN or inf
+        std::fill(ys, ys + batch * csr.rows, std::nanf(""));
+        return nullptr;
+      }
+      xs = xq.data();
+    }
+    if (Status* st = sparse_part(ctx, csr, xs, batch, n, y0s, y0_broadcast, x_scale, zero_point, ys)) return st;
     if (kron.b) return kron_part(ctx, kron, batch, ys);
     return nullptr;
   }
@@ -494,8 +511,32 @@ struct Kernel {
     return pool_status(job.failure);
   }
 
-  // B and C_T: both or neither, float32 rank 2, M1 * M2 = M and N1 * N2 = N; SparseMatVecInteger's X_kron: X's shape.
-  Status* check_kron(const Tensor* t, const bool* given, const Tensor& x, int64_t n, int64_t m, Kron* kron) const {
+  // SparseMatVecInteger's X: uint8 with x_scale and x_zero_point, or float32 (the node quantizes it) without.
+  Status* check_integer_x(const Tensor& x, const bool* given) const {
+    if (x.type == kU8) {
+      for (size_t i : {OpSpec::kXScale, OpSpec::kXZeroPoint}) {
+        if (!given[i]) {
+          return error("input '" + std::string(spec->input_names[i]) + "' is missing: a uint8 X needs x_scale and "
+                       "x_zero_point");
+        }
+      }
+      return nullptr;
+    }
+    if (x.type != kF32) {
+      return error(std::string("input 'X' must be uint8 (with x_scale and x_zero_point) or float32 (quantized by "
+                               "the node), got ") + type_name(x.type));
+    }
+    if (given[OpSpec::kXScale] || given[OpSpec::kXZeroPoint]) {
+      return error("inputs 'x_scale' and 'x_zero_point' are for a uint8 X: the node quantizes a float32 X itself "
+                   "(leave them empty)");
+    }
+    return nullptr;
+  }
+
+  // B and C_T: both or neither, float32 rank 2, M1 * M2 = M and N1 * N2 = N; SparseMatVecInteger's X_kron: X's shape
+  // (by default X itself, where X is float32).
+  Status* check_kron(const Tensor* t, const bool* given, const Tensor& x, bool float_x, int64_t n, int64_t m,
+                     Kron* kron) const {
     const size_t ib = spec->kron_b(), ic = spec->kron_ct();
     if (!given[ib] && !given[ic]) {
       if (spec->integer_x && given[spec->kron_x()]) return error("input 'X_kron' is given without 'B' and 'C_T'");
@@ -521,12 +562,12 @@ struct Kernel {
     }
     kron->b = static_cast<const float*>(t[ib].data);
     kron->ct = static_cast<const float*>(t[ic].data);
-    if (!spec->integer_x) {
+    const size_t ix = spec->kron_x();
+    if (!spec->integer_x || (float_x && !given[ix])) {
       kron->x = static_cast<const float*>(x.data);
       return nullptr;
     }
-    const size_t ix = spec->kron_x();
-    if (!given[ix]) return error("input 'X_kron' is missing: SparseMatVecInteger's Kronecker half reads float x");
+    if (!given[ix]) return error("input 'X_kron' is missing: with a uint8 X, the Kronecker half reads float x from it");
     if (Status* st = expect(t[ix], ix, 0)) return st;
     if (t[ix].dims != x.dims) {
       return error("input 'X_kron' must have the shape of input 'X' " + shape_str(x.dims) + ", got " +
@@ -537,10 +578,11 @@ struct Kernel {
   }
 
   // Y = the sparse product (+ Y0).
-  Status* sparse_part(dkp_ort::KernelContext* ctx, const dkp::Csr& csr, const Tensor& x, int64_t batch, int64_t n,
+  // X is float32 (SparseMatVec, SparseMatVecInt8) or uint8 (SparseMatVecInteger).
+  Status* sparse_part(dkp_ort::KernelContext* ctx, const dkp::Csr& csr, const void* x, int64_t batch, int64_t n,
                       const float* y0s, bool y0_broadcast, float x_scale, uint8_t zero_point, float* ys) const {
-    if (!spec->integer_x) return product(ctx, csr, static_cast<const float*>(x.data), batch, n, y0s, y0_broadcast, ys);
-    const uint8_t* xq = static_cast<const uint8_t*>(x.data);
+    if (!spec->integer_x) return product(ctx, csr, static_cast<const float*>(x), batch, n, y0s, y0_broadcast, ys);
+    const uint8_t* xq = static_cast<const uint8_t*>(x);
     if (iell && (iell->tile_steps() > 0 || batch == 1)) {
       // Through the integer tiles, up to 4 rows of X per pass over W, in blocks of rows on onnxruntime's thread
       // pool when there are several (or one row through IntegerEll's SELL-8 copy where it has no tiles).
@@ -678,7 +720,7 @@ size_t op_input_count(const dkp_ort::CustomOp* op) { return spec_of(op).num_inpu
 dkp_ort::TensorElementType op_output_type(const dkp_ort::CustomOp*, size_t) { return kF32; }
 size_t op_output_count(const dkp_ort::CustomOp*) { return 1; }
 dkp_ort::InputOutputCharacteristic op_input_characteristic(const dkp_ort::CustomOp* op, size_t i) {
-  return i >= spec_of(op).y0 ? dkp_ort::INPUT_OUTPUT_OPTIONAL : dkp_ort::INPUT_OUTPUT_REQUIRED;
+  return spec_of(op).optional(i) ? dkp_ort::INPUT_OUTPUT_OPTIONAL : dkp_ort::INPUT_OUTPUT_REQUIRED;
 }
 dkp_ort::InputOutputCharacteristic op_output_characteristic(const dkp_ort::CustomOp*, size_t) {
   return dkp_ort::INPUT_OUTPUT_REQUIRED;

@@ -219,7 +219,7 @@ def integer_cases() -> list[Case]:
     """SparseMatVecInteger: X, x_scale and x_zero_point broken alone (its CSR inputs are SparseMatVecInt8's,
     checked by the same code: two of those cases again)."""
     broken = [
-        ("X float32", integer_arrays(X=X), "X"),
+        ("X float32 with x_scale and x_zero_point", integer_arrays(X=X), "x_scale"),
         ("X int8", integer_arrays(X=X.astype(np.int8)), "X"),
         ("X a scalar", integer_arrays(X=np.asarray(1, np.uint8)), "X"),
         ("X [b, N - 1]", integer_arrays(X=np.ones((2, 3), np.uint8)), "col_idx"),
@@ -244,6 +244,21 @@ def integer_cases() -> list[Case]:
                           op_type="SparseMatVecInteger"))
     cases.append(Case("integer op: Y0 [b, M+1]", integer_arrays(Y0=np.ones((2, 4), F32)), ("Y0",), (*names, "Y0"),
                       INT8_NAMES, op_type="SparseMatVecInteger"))
+    # X float32, which the node quantizes itself: x_scale and x_zero_point must then be left empty
+    quantizing = ("X", *INT8_NAMES, "", "")
+    for label, arrs, node_inputs, name in (
+        ("float X with x_scale", integer_arrays(X=X), ("X", *INT8_NAMES, "x_scale", ""), "x_scale"),
+        ("float X with x_zero_point", integer_arrays(X=X), ("X", *INT8_NAMES, "", "x_zero_point"), "x_scale"),
+        ("X float64, quantized by the node", integer_arrays(X=X.astype(np.float64)), quantizing, "X"),
+        ("X int32, quantized by the node", integer_arrays(X=X.astype(I32)), quantizing, "X"),
+        ("float X a scalar", integer_arrays(X=np.asarray(1, F32)), quantizing, "X"),
+        ("float X [b, N - 1]", integer_arrays(X=np.ones((2, 3), F32)), quantizing, "col_idx"),
+        ("float X, row_scale left out", integer_arrays(X=X), ("X", *CSR_NAMES), ""),
+        ("float X, Y0 [b, M+1]", integer_arrays(X=X, Y0=np.ones((2, 4), F32)), (*quantizing, "Y0"), "Y0"),
+    ):
+        for const, tag in ((INT8_NAMES, "[constant]"), ((), "[graph input]")):
+            cases.append(Case(f"integer op: {label} {tag}", arrs, (name,), node_inputs, const,
+                              op_type="SparseMatVecInteger"))
     return cases
 
 
@@ -279,6 +294,11 @@ def kron_cases() -> list[Case]:
              (*integer, "B", "C_T", "X_kron"), op_type="SparseMatVecInteger"),
         Case("integer op: X_kron without B and C_T", integer_arrays(X_kron=X), ("X_kron",),
              (*integer, "", "", "X_kron"), op_type="SparseMatVecInteger"),
+        # float X (the node quantizes it): X_kron may be left out (the half reads X), but a given one is checked
+        Case("integer op, float X: X_kron [b, N + 1]", integer_arrays(**good, X=X, X_kron=np.ones((2, 5), F32)),
+             ("X_kron",), ("X", *INT8_NAMES, "", "", "", "B", "C_T", "X_kron"), op_type="SparseMatVecInteger"),
+        Case("integer op, float X: M1 * M2 != M", integer_arrays(**{**good, "B": np.ones((2, 2), F32)}, X=X), ("B",),
+             ("X", *INT8_NAMES, "", "", "", "B", "C_T"), op_type="SparseMatVecInteger"),
     ]
     return cases
 

@@ -21,7 +21,8 @@ from dkp_deploy import ops
 CSR_NAMES = ("row_ptr", "col_idx", "values")
 INT8_NAMES = (*CSR_NAMES, "row_scale")  # SparseMatVecInt8's matrix inputs
 X_QUANT_NAMES = ("x_scale", "x_zero_point")  # SparseMatVecInteger's scalars after them
-MODES = ("float", "int8", "integer")  # SparseMatVec, SparseMatVecInt8, SparseMatVecInteger
+# SparseMatVec, SparseMatVecInt8, SparseMatVecInteger on uint8 X, SparseMatVecInteger on float X (it quantizes)
+MODES = ("float", "int8", "integer", "dynamic")
 KRON_NAMES = ("B", "C_T")  # the optional Kronecker half, after Y0 (SparseMatVecInteger: then X_kron)
 
 
@@ -138,15 +139,28 @@ def integer_x(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     return q, np.asarray(scale), np.asarray(zp)
 
 
+def ort_dynamic_quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """onnxruntime's own DynamicQuantizeLinear of `x`: (uint8 X, x_scale, x_zero_point), the reference of the
+    quantization a SparseMatVecInteger node does on a float X."""
+    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"])
+    outs = [helper.make_tensor_value_info(n, t, None) for n, t in (("q", 2), ("s", 1), ("z", 2))]
+    graph = helper.make_graph([node], "dql", [helper.make_tensor_value_info("x", 1, None)], outs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    q, scale, zp = sess.run(None, {"x": np.asarray(x, np.float32)})
+    return q, scale, zp
+
+
 def run_case(
     w: sp.csr_matrix, x: np.ndarray, y0: np.ndarray | None, *, constant: bool, y0_as_empty_name: bool = False,
     threads: int = 1, col_dtype: type = np.int32, mode: str = "float",
     kron: tuple[np.ndarray, np.ndarray] | None = None, kron_constant: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs Y = X @ W^T (+ Y0) through the op of `mode` (one of MODES): SparseMatVec; SparseMatVecInt8
-    with W quantized per row; SparseMatVecInteger with that W and X as uint8 (`integer_x`). `kron` = (B, C): the
-    op's Kronecker half adds kron(B, C) @ x (float x; SparseMatVecInteger reads it from X_kron), B and C_T constant
-    initializers or graph inputs. Returns (got, expected float64, error scale)."""
+    with W quantized per row; SparseMatVecInteger with that W and X as uint8 (`integer_x`), or ("dynamic") with
+    float X, which the node quantizes (expected: W times onnxruntime's DynamicQuantizeLinear of X, dequantized).
+    `kron` = (B, C): the op's Kronecker half adds kron(B, C) @ x (float x; SparseMatVecInteger on uint8 X reads it
+    from X_kron), B and C_T constant initializers or graph inputs. Returns (got, expected float64, error scale)."""
     x_float = x
     if col_dtype == np.uint8:
         w = gap_form(w)[0]
@@ -160,6 +174,10 @@ def run_case(
         arrays["X"], arrays["x_scale"], arrays["x_zero_point"] = integer_x(x, seed=x.size)
         x = arrays["x_scale"].astype(np.float64) * (arrays["X"].astype(np.float64) - float(arrays["x_zero_point"]))
         names += X_QUANT_NAMES
+    elif mode == "dynamic":
+        q, x_scale, zp = ort_dynamic_quantize(x)
+        x = x_scale.astype(np.float64) * (q.astype(np.float64) - float(zp))
+        names += ["", ""]
     if y0 is not None:
         arrays["Y0"] = y0
         names.append("Y0")
@@ -171,7 +189,8 @@ def run_case(
         if mode == "integer":
             arrays["X_kron"] = x_float
             names.append("X_kron")
-    op_type = {"float": ops.OP_TYPE, "int8": "SparseMatVecInt8", "integer": "SparseMatVecInteger"}[mode]
+    op_type = {"float": ops.OP_TYPE, "int8": "SparseMatVecInt8", "integer": "SparseMatVecInteger",
+               "dynamic": "SparseMatVecInteger"}[mode]
     consts = (matrix if constant else ()) + (KRON_NAMES if kron is not None and kron_constant else ())
     sess = session(model_bytes(arrays, names, constant=consts, op_type=op_type), threads)
     feeds = {k: v for k, v in arrays.items() if k in names and k not in consts}
@@ -206,7 +225,7 @@ def random_numerics(cases: int, seed: int) -> int:
         y0 = None if mode == 0 else rng.standard_normal((*lead, m) if mode == 1 else (m,)).astype(np.float32)
         col_dtype = (np.int32, np.uint16, np.uint8)[rng.integers(3)]
         got, expected, scale = run_case(w, x, y0, constant=bool(rng.integers(2)), col_dtype=col_dtype,
-                                        mode=MODES[rng.integers(3)])
+                                        mode=MODES[rng.integers(len(MODES))])
         assert_matches(got, expected, scale)
     return cases
 

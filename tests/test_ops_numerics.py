@@ -262,3 +262,75 @@ def test_integer_rows_too_long_for_int32_lanes() -> None:
     (got,) = sess.run(None, {k: arrays[k] for k in ("X", "x_scale", "x_zero_point")})
     # float32 sums of 67,500 terms of one sign: ~2e-4 relative; a wrapped int32 lane is off by 2^32 * 0.125
     np.testing.assert_allclose(got, np.full((1, rows), 0.25 * 0.5 * -127 * 255 * nnz), rtol=1e-3)
+
+
+@st.composite
+def quantization_inputs(draw):
+    """An X for the node's own quantization: random scales and signs, all zeros, one sign only, exact ties (X in
+    halves over a range of 255, so scale 1: every value sits midway between two uint8 steps, the zero point too),
+    and values at the rounding boundaries of a scale with no exact reciprocal (where x / scale and x * (1 / scale)
+    round apart)."""
+    batch = draw(st.integers(1, 4)) if draw(st.integers(0, 9)) else 0
+    n = draw(st.integers(1, 70))  # around the 4, 8 and 16 lanes of the vector bodies, with tails
+    kind = draw(st.sampled_from(["normal", "zeros", "positive", "negative", "ties", "boundaries", "one value"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal((batch, n)) * 10.0 ** draw(st.integers(-30, 30))
+    if kind == "zeros":
+        x = np.zeros((batch, n))
+    elif kind == "positive":
+        x = np.abs(x)
+    elif kind == "negative":
+        x = -np.abs(x)
+    elif kind == "ties":
+        lo = -float(rng.integers(0, 255)) - 0.5  # a zero point of k + 0.5: even k or odd k, drawn
+        x = lo + rng.integers(0, 256, (batch, n))
+        x.flat[:2] = [lo, lo + 255][: x.size]  # the range 255: scale exactly 1
+    elif kind == "boundaries":
+        lo, hi = np.float32(-rng.uniform(0.01, 10)), np.float32(rng.uniform(0.01, 10))
+        scale = np.float32((hi - lo) / np.float32(255))
+        mid = (np.float32(rng.integers(-255, 256, 64) + 0.5) * scale).astype(np.float32)
+        near = np.concatenate([mid, np.nextafter(mid, np.float32(np.inf)), np.nextafter(mid, np.float32(-np.inf))])
+        near = near[(near > lo) & (near < hi)]
+        x = np.resize(np.concatenate([[lo, hi], rng.permutation(near)]), (batch, n))
+    elif kind == "one value":
+        x = np.full((batch, n), x.flat[0] if x.size else 1.0)
+    w = random_csr(rng, draw(st.integers(1, 40)), n, draw(st.sampled_from([0.05, 0.3, 1.0])), empty_rows=0.2)
+    return w, x.astype(np.float32), draw(st.booleans())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(quantization_inputs())
+def test_float_x_quantized_as_onnxruntime_does(case) -> None:
+    """SparseMatVecInteger on a float X quantizes it as onnxruntime's DynamicQuantizeLinear does, bit for bit: the
+    node's Y equals that of the same node fed DynamicQuantizeLinear's uint8 X, scale and zero point."""
+    from ops_graphs import INT8_NAMES, X_QUANT_NAMES, ort_dynamic_quantize, quantize_rows
+
+    w, x, constant = case
+    arrays = {"X": x, **csr_arrays(w)}
+    arrays["values"], arrays["row_scale"], _ = quantize_rows(w)
+    consts = INT8_NAMES if constant else ()
+    floats = session(model_bytes(arrays, ("X", *INT8_NAMES), consts, op_type="SparseMatVecInteger"))
+    q, scale, zp = ort_dynamic_quantize(x)
+    uint8 = session(model_bytes({**arrays, "X": q, "x_scale": scale, "x_zero_point": zp},
+                                ("X", *INT8_NAMES, *X_QUANT_NAMES), consts, op_type="SparseMatVecInteger"))
+    feeds = {k: v for k, v in arrays.items() if k in ("X", *INT8_NAMES) and k not in consts}
+    (got,) = floats.run(None, feeds)
+    (want,) = uint8.run(None, {**feeds, "X": q, "x_scale": scale, "x_zero_point": zp})
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_x_with_a_non_finite_value_gives_nan(batch: int, bad: float) -> None:
+    """No scale quantizes NaN or an infinity (DynamicQuantizeLinear's would make Y NaN or inf): the node's Y is NaN
+    everywhere, the Kronecker half included, and a finite X in the next call is right again."""
+    rng = np.random.default_rng(13)
+    w = random_csr(rng, 30, 20, 0.2)
+    kron = (rng.standard_normal((3, 4)), rng.standard_normal((10, 5)))
+    x = rng.standard_normal((batch, 20)).astype(np.float32)
+    x[-1, 7] = bad
+    with np.errstate(invalid="ignore"):  # the test's reference of a non-finite X
+        got, _, _ = run_case(w, x, None, constant=True, mode="dynamic", kron=kron)
+    assert np.isnan(got).all()
+    x[-1, 7] = 0.5
+    assert_matches(*run_case(w, x, None, constant=True, mode="dynamic", kron=kron))

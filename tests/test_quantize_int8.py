@@ -263,10 +263,10 @@ def test_file_holds_int8_values_and_8_bit_column_gaps(tmp_path):
 
 @pytest.mark.parametrize("impl", ["custom", "portable"])
 def test_dynamic_file_holds_the_int8_tensors_and_quantizes_the_w_s_input(tmp_path, impl):
-    """int8-dynamic: the int8 file's initializers (names, types, bytes) and dkp.layers; one DynamicQuantizeLinear
-    per W_s, of the layer's input. custom: SparseMatVecInteger(X uint8, row_ptr, col_idx, values, row_scale,
-    x_scale, x_zero_point, Y0, B, C_T, X_kron), typed by strict shape inference; portable: DequantizeLinear, no
-    ai.dkp node."""
+    """int8-dynamic: the int8 file's initializers (names, types, bytes) and dkp.layers. custom: one node,
+    SparseMatVecInteger(x float, row_ptr, col_idx, values, row_scale, "", "", Y0, B, C_T), which quantizes x
+    itself, typed by strict shape inference; portable: one DynamicQuantizeLinear per W_s, of the layer's input,
+    into DequantizeLinear, no ai.dkp node."""
     rng = np.random.default_rng(1)
     w = doped(rng, 200, 120, "kron", kron=((20, 12), (10, 10)), density=0.1)
     spec = single(w, (0.1 * rng.standard_normal(200)).astype(np.float32))
@@ -281,16 +281,15 @@ def test_dynamic_file_holds_the_int8_tensors_and_quantizes_the_w_s_input(tmp_pat
     assert meta["dkp.quantize"] == DYN and meta["dkp.layers"] == meta8["dkp.layers"]
     roles = json.loads(meta["dkp.layers"])["fc"]["tensors"]
     nodes = list(dyn.graph.node)
-    (dql,) = [n for n in nodes if n.op_type == "DynamicQuantizeLinear"]
-    assert list(dql.input) == ["x"] and len(dql.output) == 3
+    dqls = [n for n in nodes if n.op_type == "DynamicQuantizeLinear"]
     dkp = [n for n in nodes if n.domain == "ai.dkp"]
     if impl == "custom":
         (op,) = dkp
-        assert op.op_type == "SparseMatVecInteger" and not op.attribute
-        assert list(op.input[:7]) == [dql.output[0], roles["row_ptr"], roles["col_idx"], roles["values"],
-                                      roles["row_scale"], dql.output[1], dql.output[2]]
-        # Y0 = the bias, then the Kronecker half in the same node: B, C_T (int8 behind Cast + Mul) and its float x
-        assert list(op.input[8:]) == ["fc/B/dequantize", "fc/C_T/dequantize", "x"] and op.input[7] == "fc/bias"
+        assert not dqls and op.op_type == "SparseMatVecInteger" and not op.attribute
+        assert list(op.input[:7]) == ["x", roles["row_ptr"], roles["col_idx"], roles["values"],
+                                      roles["row_scale"], "", ""]
+        # Y0 = the bias, then the Kronecker half in the same node: B, C_T (int8 behind Cast + Mul), on x itself
+        assert list(op.input[8:]) == ["fc/B/dequantize", "fc/C_T/dequantize"] and op.input[7] == "fc/bias"
         from dkp_deploy.hub.schema import register_schemas
 
         register_schemas()
@@ -299,6 +298,8 @@ def test_dynamic_file_holds_the_int8_tensors_and_quantizes_the_w_s_input(tmp_pat
         assert y.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
         assert y.type.tensor_type.shape.dim[-1].dim_value == 200
     else:
+        (dql,) = dqls
+        assert list(dql.input) == ["x"] and len(dql.output) == 3
         assert not dkp and not any(o.domain == "ai.dkp" for o in dyn.opset_import)
         (dq,) = [n for n in nodes if n.op_type == "DequantizeLinear"]
         assert list(dq.input) == list(dql.output)
@@ -456,7 +457,9 @@ def test_dynamic_doped_embedding_and_tied_decoder(tmp_path, impl):
     assert {t.name for t in dyn.graph.initializer} == {t.name for t in int8.graph.initializer}
     layers = json.loads({p.key: p.value for p in dyn.metadata_props}["dkp.layers"])
     assert sum(info.get("kind") == "embedding" for info in layers.values()) == 1
-    assert sum(n.op_type == "DynamicQuantizeLinear" for n in dyn.graph.node) == 1  # the decoder's W_s only
+    # the decoder's W_s only quantizes its input (custom: inside the SparseMatVecInteger node, float x)
+    quantizers = [n for n in dyn.graph.node if n.op_type in ("DynamicQuantizeLinear", "SparseMatVecInteger")]
+    assert [n.op_type for n in quantizers] == ["SparseMatVecInteger" if impl == "custom" else "DynamicQuantizeLinear"]
     x = np.random.default_rng(2).integers(0, 24, (2, 5))
     (y,) = runtime.run(path, {"ids": x}).values()
     (ref,) = hub_reference.run(dequantize_hub(onnx.load(str(hub))), {"ids": x}, sparse_input=roundtrip).values()

@@ -13,6 +13,8 @@
 - ``SparseMatVecInteger`` (lowered node of int8-dynamic files): inputs X (uint8, from DynamicQuantizeLinear),
   row_ptr, col_idx, values (int8), row_scale, x_scale (float scalar), x_zero_point (uint8 scalar), Y0; Y (float) =
   x_scale * row_scale[i] * sum_k values[k] * (X[..., col_idx[k]] - x_zero_point) (+ Y0), X's shape with last dim M.
+  Or X float32 with x_scale and x_zero_point empty (what the converters write): the node quantizes X as
+  DynamicQuantizeLinear does, then the same; X_kron then defaults to X.
 - ``LSTMCell`` (lowered node, the C++ op in ops/): one LSTM step's nonlinearities and state update; inputs gates
   [..., 4H] (torch's order i, f, g, o, bias included) and c [..., H]; outputs h_next = sigmoid(o) * tanh(c_next)
   and c_next = sigmoid(f) * c + sigmoid(i) * tanh(g), both c's shape. The custom lowering fuses the hub's cell
@@ -118,15 +120,17 @@ def _schemas() -> list[defs.OpSchema]:
     sparse_integer = defs.OpSchema(
         "SparseMatVecInteger", DOMAIN, VERSION,
         doc="Y = x_scale * row_scale[i] * sum_k values[k] * (X[..., col_idx[k]] - x_zero_point) (+ Y0): the int8 "
-            "CSR W_s times uint8 X from DynamicQuantizeLinear; the C++ op in dkp_deploy's ops.",
-        inputs=[_param("X", "U"), _param("row_ptr", "I"), _param("col_idx", "C"), _param("values", "Q"),
-                _param("row_scale", "T"), _param("x_scale", "T"), _param("x_zero_point", "U"),
+            "CSR W_s times uint8 X from DynamicQuantizeLinear, or times float X quantized by the node the same way "
+            "(x_scale, x_zero_point empty); the C++ op in dkp_deploy's ops.",
+        inputs=[_param("X", "X"), _param("row_ptr", "I"), _param("col_idx", "C"), _param("values", "Q"),
+                _param("row_scale", "T"), _param("x_scale", "T", True), _param("x_zero_point", "U", True),
                 _param("Y0", "T", True), _param("B", "T", True), _param("C_T", "T", True),
                 _param("X_kron", "T", True)],
         outputs=[_param("Y", "T")],
         type_constraints=[("T", ["tensor(float)"], "float"), ("I", ["tensor(int32)"], "int32 row pointers"),
                           _COLUMNS,
-                          ("Q", ["tensor(int8)"], "int8 values"), ("U", ["tensor(uint8)"], "uint8 activations")],
+                          ("Q", ["tensor(int8)"], "int8 values"), ("U", ["tensor(uint8)"], "uint8 zero point"),
+                          ("X", ["tensor(uint8)", "tensor(float)"], "uint8 activations, or float ones to quantize")],
     )
     cell = defs.OpSchema(
         "LSTMCell", DOMAIN, VERSION,

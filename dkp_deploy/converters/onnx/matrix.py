@@ -12,9 +12,10 @@
   load.
 - ``quantize="int8"`` (custom and portable): the forms of `dkp_deploy.quantize` (int8 factors turned to float by
   Cast + Mul, folded at load; int8 W_s values with per-row scales: ``ai.dkp::SparseMatVecInt8`` or Cast + Mul).
-- ``quantize="int8-dynamic"``: the same tensors; W_s's input x goes through ``DynamicQuantizeLinear`` (uint8, per
-  tensor) first: ``custom`` = ``ai.dkp::SparseMatVecInteger`` on the integers, ``portable`` = DequantizeLinear of
-  them into the int8 path above. The structured part reads the float x (the fused node's X_kron input).
+- ``quantize="int8-dynamic"``: the same tensors; W_s's input x quantized as ``DynamicQuantizeLinear`` does (uint8,
+  per tensor): ``custom`` = ``ai.dkp::SparseMatVecInteger`` on float x, which quantizes it itself and multiplies
+  the integers; ``portable`` = DynamicQuantizeLinear and DequantizeLinear into the int8 path above. The structured
+  part reads the float x.
 
 Every lowering records in `roles` which initializer holds which part, so `exported.load_exported` can rebuild W
 from the file's own tensors.
@@ -270,10 +271,12 @@ def lower(
     else:
         roles["values"] = vals = g.init(f"{scope}/W_s/values", _f32(sp.values))
     if quantize == DYNAMIC:  # W_s reads x as uint8 (one scale and zero point over the whole [batch, N] tensor)
+        if impl == "custom":  # float x: the node quantizes it as DynamicQuantizeLinear does (one node less)
+            inputs = [x, rp, ci, vals, rs, "", "", *optional]  # x_scale, x_zero_point empty
+            while not inputs[-1]:
+                inputs.pop()
+            return g.node("SparseMatVecInteger", inputs, f"{scope}/sparse_matvec", domain=DKP_DOMAIN)
         xq, xs, xzp = g.node("DynamicQuantizeLinear", [x], f"{scope}/W_s/quantize_x", outputs=3)
-        if impl == "custom":
-            return g.node("SparseMatVecInteger", [xq, rp, ci, vals, rs, xs, xzp, *optional] + ([x] if kron else []),
-                          f"{scope}/sparse_matvec", domain=DKP_DOMAIN)
         x = g.node("DequantizeLinear", [xq, xs, xzp], f"{scope}/W_s/dequantize_x")
     if impl == "custom":
         op, scales = ("SparseMatVecInt8", [rs]) if quantize else ("SparseMatVec", [])
