@@ -194,7 +194,7 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
                    help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
                    help="ONNX custom / portable only: store the doped matrices in int8 (one scale per row). int8: "
-                        "weights only, activations stay float32; int8-dynamic: also each W_s product's input, "
+                        "weights only, activations stay float32; int8-dynamic: also each doped matrix's input, "
                         "quantized to uint8 at run time (DynamicQuantizeLinear)")
     _add_max_memory(p)
     args = p.parse_args(argv)

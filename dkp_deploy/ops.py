@@ -28,7 +28,7 @@ INT8_INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "row_scale", "Y0", "B",
 # sum_k values[k] * (X[..., col_idx[k]] - x_zero_point) (+ Y0), float32
 INTEGER_OP_TYPE = "SparseMatVecInteger"
 INTEGER_INPUT_NAMES = ("X", "row_ptr", "col_idx", "values", "row_scale", "x_scale", "x_zero_point", "Y0", "B", "C_T",
-                       "X_kron")  # X_kron: the float x of the Kronecker half
+                       "X_kron")  # X_kron: the float x of the Kronecker half (with a uint8 X)
 
 # what a file using the op says about it (ModelProto.doc_string), for people and tools that open it
 LIBRARY_DOC = ("Needs the ai.dkp custom-op library of dkp-deploy (pip install dkp-deploy): "

@@ -3,10 +3,10 @@
 - ``"int8"``: weights only (symmetric int8); activations, biases and the arithmetic stay float32, like a float
   model whose weights are `dequantized(w)`.
 - ``"int8-dynamic"`` (W8A8 dynamic, like onnxruntime's quantize_dynamic): the same weights, and the input x of each
-  W_s product (the sparse half only; the structured half keeps float x) quantized at run time with the standard
-  ``DynamicQuantizeLinear`` (uint8, one scale and zero point over the whole [batch, N] tensor). ``custom``: the
-  sparse product runs on the integers (`ai.dkp::SparseMatVecInteger`); ``portable``: x as
-  ``DequantizeLinear(DynamicQuantizeLinear(x))`` into the int8 W_s path. `dynamic_quantize` / `dynamic_dequantize`
+  doped matrix that has a W_s (both halves) quantized at run time as the standard ``DynamicQuantizeLinear`` does
+  (uint8, one scale and zero point over the whole [batch, N] tensor). ``custom``: `ai.dkp::SparseMatVecInteger`
+  quantizes x itself and multiplies the integers (W_s's, and B's in the Kronecker half); ``portable``:
+  ``DequantizeLinear(DynamicQuantizeLinear(x))`` into the int8 matrix. `dynamic_quantize` / `dynamic_dequantize`
   are that definition in numpy.
 
 The weights of both modes:
@@ -25,7 +25,7 @@ The weights of both modes:
 
 An ``"int8"`` file's function is the float model with its weights replaced by `dequantized(w)`: that is what
 validation compares it with (`dequantize_hub`), in float64; an ``"int8-dynamic"`` file's is that model with each
-doped matrix's sparse half applied to `dynamic_dequantize(*dynamic_quantize(x))` (`sparse_input`).
+doped matrix that has a W_s applied to `dynamic_dequantize(*dynamic_quantize(x))` (`matrix_input`).
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def dynamic_roundtrip(x: np.ndarray) -> np.ndarray:
     return dynamic_dequantize(*dynamic_quantize(x))
 
 
-def sparse_input(quantize: str | None):
-    """The function a reference applies to the input of a doped matrix's sparse half for files of mode `quantize`
+def matrix_input(quantize: str | None):
+    """The function a reference applies to the input of each doped matrix with a W_s for files of mode `quantize`
     (None: the identity)."""
     return dynamic_roundtrip if quantize == DYNAMIC else None
 
@@ -229,6 +229,6 @@ def dequantize_hub(hub: onnx.ModelProto) -> onnx.ModelProto:
 
 
 __all__ = ["QUANTIZE_MODES", "DYNAMIC", "check_mode", "dynamic_quantize", "dynamic_dequantize",
-           "dynamic_roundtrip", "sparse_input", "quantize_rows", "quantize_csr", "dequantize_rows", "dequantize_csr",
+           "dynamic_roundtrip", "matrix_input", "quantize_rows", "quantize_csr", "dequantize_rows", "dequantize_csr",
            "dequantized", "dequantized_spec", "dequantize_roles", "dequantize_hub", "gather_tables",
            "dequantized_table"]

@@ -4,8 +4,8 @@ Independent of the torch modules and of every converter: it reads only the spec,
 (`DopedMatrix.dense`) and runs the plain textbook forward pass. The validator and the parity tests compare
 exported models against it. Inputs and outputs follow `dkp_deploy.signature`.
 
-`sparse_input` (optional, a function of an array): what each doped matrix's sparse half W_s is applied to in place
-of its input x, y = x @ structured^T + sparse_input(x) @ W_s^T (+ b); int8-dynamic files pass x through
+`matrix_input` (optional, a function of an array): what each doped matrix with a W_s is applied to in place of its
+input x, both halves: y = matrix_input(x) @ W^T (+ b); int8-dynamic files pass x through
 `dkp_deploy.quantize.dynamic_roundtrip` there. Undoped ("dense") matrices and matrices without W_s read x as is.
 """
 
@@ -19,7 +19,7 @@ from scipy.special import erf
 from .signature import MODES
 from .spec import LSTM, Activation, DopedMatrix, Embedding, Linear, ModelSpec
 
-SparseInput = Callable[[np.ndarray], np.ndarray]
+MatrixInput = Callable[[np.ndarray], np.ndarray]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -40,17 +40,16 @@ def activation(kind: str, x: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown activation {kind!r}")
 
 
-def matmul(w: DopedMatrix, sparse_input: SparseInput | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """x -> x @ W^T in float64 (the sparse half on `sparse_input(x)` when given, see the module docstring)."""
-    if sparse_input is None or w.structure == "dense" or w.sparse is None or w.sparse.nnz == 0:
-        wd = w.dense()
+def matmul(w: DopedMatrix, matrix_input: MatrixInput | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """x -> x @ W^T in float64 (on `matrix_input(x)` when given, see the module docstring)."""
+    wd = w.dense()
+    if matrix_input is None or w.structure == "dense" or w.sparse is None or w.sparse.nnz == 0:
         return lambda x: x @ wd.T
-    structured, ws = w.structured_dense(), w.sparse.to_dense()
-    return lambda x: x @ structured.T + np.asarray(sparse_input(x), np.float64) @ ws.T
+    return lambda x: np.asarray(matrix_input(x), np.float64) @ wd.T
 
 
-def linear(block: Linear, x: np.ndarray, sparse_input: SparseInput | None = None) -> np.ndarray:
-    y = matmul(block.weight, sparse_input)(x)
+def linear(block: Linear, x: np.ndarray, matrix_input: MatrixInput | None = None) -> np.ndarray:
+    y = matmul(block.weight, matrix_input)(x)
     return y + block.bias.astype(np.float64) if block.bias is not None else y
 
 
@@ -75,21 +74,21 @@ def lstm_step(
 
 
 def run(spec: ModelSpec, feeds: dict[str, np.ndarray], mode: str = "sequence", *,
-        sparse_input: SparseInput | None = None) -> dict[str, np.ndarray]:
+        matrix_input: MatrixInput | None = None) -> dict[str, np.ndarray]:
     """Run the spec on `feeds` in float64. Returns outputs named as `dkp_deploy.signature` says.
 
-    `sparse_input`: see the module docstring (None: every matrix reads its input as is)."""
+    `matrix_input`: see the module docstring (None: every matrix reads its input as is)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if spec.arch == "mlp":
         x = np.asarray(feeds["x"], dtype=np.float64)
         for b in spec.blocks:
-            x = linear(b, x, sparse_input) if isinstance(b, Linear) else activation(b.kind, x)
+            x = linear(b, x, matrix_input) if isinstance(b, Linear) else activation(b.kind, x)
         return {"y": x}
 
     lstm = spec.lstm
     assert lstm is not None
-    weights = [matmul(layer.weight, sparse_input) for layer in lstm.layers]
+    weights = [matmul(layer.weight, matrix_input) for layer in lstm.layers]
     emb = next((b for b in spec.blocks if isinstance(b, Embedding)), None)
     dec = spec.blocks[-1] if spec.arch == "lstm_lm" else None
 
@@ -97,7 +96,7 @@ def run(spec: ModelSpec, feeds: dict[str, np.ndarray], mode: str = "sequence", *
         return emb.weight.astype(np.float64)[x] if emb is not None else np.asarray(x, dtype=np.float64)
 
     def head(y: np.ndarray) -> np.ndarray:
-        return linear(dec, y, sparse_input) if dec is not None else y
+        return linear(dec, y, matrix_input) if dec is not None else y
 
     L, H = lstm.num_layers, lstm.hidden_size
     if mode == "step" and spec.is_recurrent:

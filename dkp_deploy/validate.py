@@ -11,7 +11,7 @@ Two kinds of checks, each a row of the `Report`:
   `atol_e2e` (default 1e-4; `INT8_DYNAMIC_ATOL` for int8-dynamic files).
 
 Quantized files (``dkp.quantize`` metadata) are compared with the source's weights as the file dequantizes them;
-for int8-dynamic files the reference also passes each W_s product's input through DynamicQuantizeLinear and back
+for int8-dynamic files the reference also passes each doped matrix's input through DynamicQuantizeLinear and back
 (`dkp_deploy.quantize.dynamic_roundtrip`), as the file does.
 
 The file's format comes from its extension: ``.onnx`` (onnxruntime with the ops library) or ``.tflite``.
@@ -31,7 +31,7 @@ import numpy as np
 from . import reference, signature
 from .errors import DkpError, InputError
 from .fileio import existing_file
-from .quantize import DYNAMIC, dequantize_hub, dequantized_spec, sparse_input
+from .quantize import DYNAMIC, dequantize_hub, dequantized_spec, matrix_input
 from .source import as_spec
 from .spec import ModelSpec
 
@@ -86,14 +86,15 @@ class Report:
 
 
 INT8_RTOL = 0.02  # int8 with one scale per row: ~0.3-0.8% of ||W||_F; a wrong scale or clip rule is far above
-# int8-dynamic files end to end: the reference quantizes W_s's input as the file does, but a value the float32 file
-# and the float64 reference hold an ulp apart (after a layer or an LSTM step) can round to the neighbouring uint8
-# step, an error of one step times |W_s| there. Measured (tests/_onnx_models and torch-exported LSTM taggers, both
-# impls, ~5000 output checks): <= 3e-7 without such a flip; flips in ~0.5% of the checks of big_mlp (W_s values
-# ~N(0, 1), activations up to 13): 1.2e-3 and 2.9e-3; none elsewhere. The tolerance sits above those, so a correct
-# file does not fail on a flip; the weights are checked exactly by the layer rows, and a wrong scale, zero point
-# or wiring is off by far more. (A file that skipped the activation quantization altogether is off by 3e-4 to 9e-3:
-# the layer-level tests catch that, not this tolerance.)
+# int8-dynamic files end to end: the reference quantizes a doped matrix's input as the file does, but a value the
+# float32 file and the float64 reference hold an ulp apart (after a layer or an LSTM step) can round to the
+# neighbouring uint8 step, an error of one step times |W| there. Measured when only W_s read the quantization
+# (tests/_onnx_models and torch-exported LSTM taggers, both impls, ~5000 output checks): <= 3e-7 without such a flip;
+# flips in ~0.5% of the checks of big_mlp (W_s values ~N(0, 1), activations up to 13): 1.2e-3 and 2.9e-3; none
+# elsewhere (the structured half's factors, read quantized too since, are smaller than those W_s values). The
+# tolerance sits above those, so a correct file does not fail on a flip; the weights are checked exactly by the
+# layer rows, and a wrong scale, zero point or wiring is off by far more. (A file that skipped the activation
+# quantization altogether is off by 3e-4 to 9e-3: the layer-level tests catch that, not this tolerance.)
 INT8_DYNAMIC_ATOL = 1e-2
 _FLIP_NOTE = "int8-dynamic: an input within an ulp of a rounding boundary may round one uint8 step apart; see --atol"
 E2E_ATOL = 1e-4
@@ -103,7 +104,7 @@ def _e2e_tol(atol_e2e: float | None, quantize: str | None) -> float:
     return atol_e2e if atol_e2e is not None else INT8_DYNAMIC_ATOL if quantize == DYNAMIC else E2E_ATOL
 
 
-_DYNAMIC_NOTE = " and each W_s product's input quantized as the file does (DynamicQuantizeLinear)"
+_DYNAMIC_NOTE = " and each doped matrix's input quantized as the file does (DynamicQuantizeLinear)"
 
 
 def _int8_rows(report: Report, got: dict[str, np.ndarray], floats: dict[str, Any]) -> None:
@@ -305,7 +306,7 @@ def validate(
     if user is not None:
         cases.append(("user", user))
     for label, feeds in cases:
-        ref = reference.run(spec, feeds, mode, sparse_input=sparse_input(quantize))
+        ref = reference.run(spec, feeds, mode, matrix_input=matrix_input(quantize))
         if fmt == "tflite":  # TFLite has no optional inputs: a state left out is fed as the zeros it stands for
             sigs = signature.inputs(spec, mode)
             feeds = {**{s.name: np.zeros([_size(d, sigs[0], feeds) for d in s.shape], s.dtype)
@@ -428,7 +429,7 @@ def validate_export(
         out = run(feeds)
         refs: list[tuple[str, list[np.ndarray]]] = []
         if hub_model is not None:
-            ref_out = reference.run(hub_model, feeds, sparse_input=sparse_input(quantized))
+            ref_out = reference.run(hub_model, feeds, matrix_input=matrix_input(quantized))
             refs.append(("hub", list(ref_out.values())))
         if model is not None:
             refs.append(("torch", _torch_outputs(model, args, [feeds[name] for name in inputs])))

@@ -18,7 +18,7 @@ The model is not one of dkp-deploy's classes: pytorch/examples' word_language_mo
    sequence graph (any T and batch).
 5. `dkp_deploy.validate.validate_export` of each file against the torch model in float64 (and the hub).
 6. int8: the doped sequence graph stored in int8 (`quantize="int8"`, checked against its weights dequantized; and
-   `quantize="int8-dynamic"`, its W_s inputs quantized at run time too)
+   `quantize="int8-dynamic"`, its doped matrices' inputs quantized at run time too)
    and onnxruntime's `quantize_dynamic` of the dense model, the int8 a user tries first: test perplexity of
    each ONNX file in onnxruntime (fp32 doped, int8 doped, int8 dense, fp32 dense) and their sizes.
 7. generate text with the step graph in onnxruntime; time doped vs dense; write summary.json.

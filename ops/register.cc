@@ -7,10 +7,11 @@
 // broadcast); output Y float32 [..., M] = X @ W^T (+ Y0).
 // SparseMatVecInteger: X uint8 as DynamicQuantizeLinear writes it, and after row_scale the scalars x_scale (float32)
 // and x_zero_point (uint8); Y = x_scale * (X - x_zero_point) @ W^T (+ Y0), W as in SparseMatVecInt8. Or X float32,
-// x_scale and x_zero_point left empty: the node quantizes X as DynamicQuantizeLinear does, then the same.
+// x_scale and x_zero_point left empty: the node quantizes X as DynamicQuantizeLinear does, then the same, and the
+// Kronecker half reads that quantization too (X_hat = x_scale * (X_q - x_zero_point)).
 // All three take the Kronecker half too, as optional inputs after Y0: B float32 [M1, N1] and C_T float32 [N2, M2]
 // (M = M1 * M2, N = N1 * N2) add kron(B, C) @ x to every row (x = X; SparseMatVecInteger: its float input X_kron,
-// X's shape; X itself where X is float32).
+// X's shape; X_hat where X is float32).
 // Every input is checked and every failure comes back as an onnxruntime status naming the input. When the three CSR
 // arrays are constant initializers they are checked once, when the kernel is created; otherwise on every call.
 #include <algorithm>
@@ -187,8 +188,20 @@ struct Kron {
   const float* b = nullptr;
   const float* ct = nullptr;
   const float* x = nullptr;
+  const uint8_t* xq = nullptr;  // SparseMatVecInteger on a float X: the half reads X's quantization instead
+  uint8_t zero_point = 0;
+  float x_scale = 1.f;
   int64_t m1 = 0, n1 = 0, n2 = 0, m2 = 0;
   const dkp::KronFactors* factors = nullptr;  // B and C_T in the layout the products read
+
+  void matmul(int64_t b0, int64_t rows, float* y) const {
+    const int64_t n = n1 * n2;
+    if (xq) {
+      factors->matmul_quantized(xq + b0 * n, zero_point, x_scale, rows, y + b0 * m1 * m2);
+    } else {
+      factors->matmul(x + b0 * n, rows, y + b0 * m1 * m2);
+    }
+  }
 };
 
 // The Kronecker half split by rows of X: B multiplies a part's rows side by side, which costs the same per row at
@@ -211,7 +224,7 @@ void run_kron_rows(void* data, size_t p) {
   const int64_t i = static_cast<int64_t>(p);
   const int64_t b0 = i * q + std::min(i, r), b1 = b0 + q + (i < r ? 1 : 0);
   try {
-    k.factors->matmul(k.x + b0 * k.n1 * k.n2, b1 - b0, job.y + b0 * k.m1 * k.m2);
+    k.matmul(b0, b1 - b0, job.y);
   } catch (const std::exception& e) {
     job.failure.keep(e);
   }
@@ -483,6 +496,9 @@ struct Kernel {
         return nullptr;
       }
       xs = xq.data();
+      kron.xq = xq.data();  // the Kronecker half reads X's quantization too
+      kron.zero_point = zero_point;
+      kron.x_scale = x_scale;
     }
     if (Status* st = sparse_part(ctx, csr, xs, batch, n, y0s, y0_broadcast, x_scale, zero_point, ys)) return st;
     if (kron.b) return kron_part(ctx, kron, batch, ys);
@@ -501,7 +517,7 @@ struct Kernel {
     }
     const size_t parts = static_cast<size_t>(batch / kKronRows);
     if (parts < 2 || !g_api_parallel) {
-      kron.factors->matmul(kron.x, batch, ys);
+      kron.matmul(0, batch, ys);
       return nullptr;
     }
     KronRows job{&kron, batch, parts, ys, {}};
@@ -534,7 +550,7 @@ struct Kernel {
   }
 
   // B and C_T: both or neither, float32 rank 2, M1 * M2 = M and N1 * N2 = N; SparseMatVecInteger's X_kron: X's shape
-  // (by default X itself, where X is float32).
+  // (uint8 X only: a float32 X's half reads X_hat).
   Status* check_kron(const Tensor* t, const bool* given, const Tensor& x, bool float_x, int64_t n, int64_t m,
                      Kron* kron) const {
     const size_t ib = spec->kron_b(), ic = spec->kron_ct();
@@ -563,7 +579,10 @@ struct Kernel {
     kron->b = static_cast<const float*>(t[ib].data);
     kron->ct = static_cast<const float*>(t[ic].data);
     const size_t ix = spec->kron_x();
-    if (!spec->integer_x || (float_x && !given[ix])) {
+    if (float_x && given[ix]) {
+      return error("input 'X_kron' is for a uint8 X: with a float32 X the Kronecker half reads X's quantization");
+    }
+    if (!spec->integer_x || float_x) {
       kron->x = static_cast<const float*>(x.data);
       return nullptr;
     }

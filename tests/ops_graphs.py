@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import onnxruntime as ort
 import scipy.sparse as sp
+from _onnx_models import int8_rows
 from onnx import helper, numpy_helper
 
 from dkp_deploy import ops
@@ -160,8 +161,9 @@ def run_case(
     with W quantized per row; SparseMatVecInteger with that W and X as uint8 (`integer_x`), or ("dynamic") with
     float X, which the node quantizes (expected: W times onnxruntime's DynamicQuantizeLinear of X, dequantized).
     `kron` = (B, C): the op's Kronecker half adds kron(B, C) @ x (float x; SparseMatVecInteger on uint8 X reads it
-    from X_kron), B and C_T constant initializers or graph inputs. Returns (got, expected float64, error scale)."""
-    x_float = x
+    from X_kron, on float X its quantization), B and C_T constant initializers or graph inputs. Returns (got,
+    expected float64, error scale)."""
+    x_float = x  # what the Kronecker half reads: float x (dynamic: its quantization, x_hat, as W_s does)
     if col_dtype == np.uint8:
         w = gap_form(w)[0]
     arrays = {"X": x, **csr_arrays(w, col_dtype)}
@@ -176,7 +178,7 @@ def run_case(
         names += X_QUANT_NAMES
     elif mode == "dynamic":
         q, x_scale, zp = ort_dynamic_quantize(x)
-        x = x_scale.astype(np.float64) * (q.astype(np.float64) - float(zp))
+        x = x_float = x_scale.astype(np.float64) * (q.astype(np.float64) - float(zp))
         names += ["", ""]
     if y0 is not None:
         arrays["Y0"] = y0
@@ -213,6 +215,10 @@ def assert_matches(got: np.ndarray, expected: np.ndarray, scale: np.ndarray) -> 
     assert not bad.any(), f"max error {err.max():.3g} at {np.argwhere(bad)[0]}"
 
 
+def divisor(rng: np.random.Generator, n: int) -> int:
+    return int(rng.choice([d for d in range(1, n + 1) if n % d == 0]))
+
+
 def random_numerics(cases: int, seed: int) -> int:
     """`cases` random shapes/sparsities/modes through the op, each checked against scipy; returns the count."""
     rng = np.random.default_rng(seed)
@@ -224,8 +230,14 @@ def random_numerics(cases: int, seed: int) -> int:
         mode = rng.integers(3)
         y0 = None if mode == 0 else rng.standard_normal((*lead, m) if mode == 1 else (m,)).astype(np.float32)
         col_dtype = (np.int32, np.uint16, np.uint8)[rng.integers(3)]
+        kron = None
+        if m and rng.integers(3) == 0:  # a Kronecker half, B on an int8 grid half of the time
+            m1, n1 = divisor(rng, m), divisor(rng, n)
+            b = rng.standard_normal((m1, n1))
+            kron = (int8_rows(b).astype(np.float32) if rng.integers(2) else b, rng.standard_normal((m // m1, n // n1)))
         got, expected, scale = run_case(w, x, y0, constant=bool(rng.integers(2)), col_dtype=col_dtype,
-                                        mode=MODES[rng.integers(len(MODES))])
+                                        mode=MODES[rng.integers(len(MODES))], kron=kron,
+                                        kron_constant=bool(rng.integers(2)))
         assert_matches(got, expected, scale)
     return cases
 

@@ -334,3 +334,26 @@ def test_float_x_with_a_non_finite_value_gives_nan(batch: int, bad: float) -> No
     assert np.isnan(got).all()
     x[-1, 7] = 0.5
     assert_matches(*run_case(w, x, None, constant=True, mode="dynamic", kron=kron))
+
+
+@pytest.mark.parametrize("kron_constant", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kronecker_half_on_int8_b_and_quantized_x(kron_constant: bool, threads: int) -> None:
+    """SparseMatVecInteger on a float X: the Kronecker half reads X's quantization too, and where B's rows are on an
+    int8 grid (an int8 file's B) B @ X_hat runs on the integers. Against float64 on X_hat: B on the grid and B a
+    float32 step off it (the float path), shapes with N1 and M1 no multiple of 4 and batches of 1 to 4 zmm widths
+    of B @ X's columns and more."""
+    from _onnx_models import int8_rows
+
+    rng = np.random.default_rng(14)
+    for (m1, n1), (m2, n2) in (((52, 65), (50, 20)), ((7, 3), (5, 9)), ((1, 1), (3, 17)), ((9, 130), (2, 4))):
+        w = random_csr(rng, m1 * m2, n1 * n2, 0.1)
+        b = int8_rows(rng.standard_normal((m1, n1))).astype(np.float32)
+        c = rng.standard_normal((m2, n2))
+        off_grid = b.copy()
+        off_grid.flat[0] = np.nextafter(off_grid.flat[0], np.float32(np.inf))
+        for batch in (1, 2, 3, 4, 8, 17):
+            x = rng.standard_normal((batch, n1 * n2)).astype(np.float32)
+            for kron_b in (b, off_grid):
+                assert_matches(*run_case(w, x, None, constant=True, mode="dynamic", kron=(kron_b, c),
+                                         kron_constant=kron_constant, threads=threads))

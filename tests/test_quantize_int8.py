@@ -61,11 +61,12 @@ def roundtrip(x: np.ndarray) -> np.ndarray:
 
 
 def _apply(w: DopedMatrix, x: np.ndarray, quantize: str) -> np.ndarray:
-    """x @ W^T in float64 for a (dequantized) W; int8-dynamic: W_s on roundtrip(x), undoped W on x."""
+    """x @ W^T in float64 for a (dequantized) W; int8-dynamic: a doped W with a W_s on roundtrip(x) (both halves),
+    other W on x."""
     x = np.asarray(x, np.float64)
     if quantize != DYN or w.structure == "dense" or w.sparse is None or w.sparse.nnz == 0:
         return x @ w.dense(np.float64).T
-    return x @ w.structured_dense(np.float64).T + roundtrip(x) @ w.sparse.to_dense(np.float64).T
+    return roundtrip(x) @ w.dense(np.float64).T
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -175,8 +176,8 @@ def test_dynamic_quantize_is_onnx_dynamic_quantize_linear():
 
 @pytest.mark.parametrize("impl, quantize", impl_modes())
 def test_layer_matches_its_dequantized_weights(tmp_path, impl, quantize):
-    """One layer (x given): the file is the layer with the dequantized weights, at 1e-5; int8-dynamic: with W_s
-    applied to onnx.reference's DequantizeLinear(DynamicQuantizeLinear(x)), and the structured half to x."""
+    """One layer (x given): the file is the layer with the dequantized weights, at 1e-5; int8-dynamic: with W
+    applied to onnx.reference's DequantizeLinear(DynamicQuantizeLinear(x)) (both halves)."""
     rng = np.random.default_rng(0)
     w = doped(rng, 96, 60, "kron", kron=((8, 6), (12, 10)), density=0.08)
     b = (0.1 * rng.standard_normal(96)).astype(np.float32)
@@ -325,7 +326,7 @@ def test_every_structure_and_the_lm(tmp_path, impl, quantize):
         if quantize == DYN:  # the validator's int8-dynamic reference is the test's
             from dkp_deploy.quantize import dynamic_roundtrip
 
-            got = reference.run(ref_spec, feeds, mode, sparse_input=dynamic_roundtrip)
+            got = reference.run(ref_spec, feeds, mode, matrix_input=dynamic_roundtrip)
             for k, ref in want.items():
                 np.testing.assert_allclose(got[k], ref, rtol=0, atol=1e-9, err_msg=f"{name}: {k}")
         report = validate(spec, path)
@@ -422,7 +423,7 @@ def test_general_path_exports_and_validates_against_its_hub(tmp_path):
         assert report.passed, report.table()
         (yd,) = runtime.run(dyn, {"ids": x}).values()
         # the float64 hub with the dequantized weights and the test's own DynamicQuantizeLinear round trip
-        (ref,) = hub_reference.run(dequantize_hub(onnx.load(str(hub))), {"ids": x}, sparse_input=roundtrip).values()
+        (ref,) = hub_reference.run(dequantize_hub(onnx.load(str(hub))), {"ids": x}, matrix_input=roundtrip).values()
         np.testing.assert_allclose(yd, ref, rtol=0, atol=2e-6 * max(1, np.abs(ref).max()), err_msg=impl)
         assert np.abs(yd - y).max() > 1e-5  # not the weights-only function
 
@@ -462,7 +463,7 @@ def test_dynamic_doped_embedding_and_tied_decoder(tmp_path, impl):
     assert [n.op_type for n in quantizers] == ["SparseMatVecInteger" if impl == "custom" else "DynamicQuantizeLinear"]
     x = np.random.default_rng(2).integers(0, 24, (2, 5))
     (y,) = runtime.run(path, {"ids": x}).values()
-    (ref,) = hub_reference.run(dequantize_hub(onnx.load(str(hub))), {"ids": x}, sparse_input=roundtrip).values()
+    (ref,) = hub_reference.run(dequantize_hub(onnx.load(str(hub))), {"ids": x}, matrix_input=roundtrip).values()
     np.testing.assert_allclose(y, ref, rtol=0, atol=2e-6 * max(1, np.abs(ref).max()))
     report = validate_export(path, hub=hub)
     assert report.passed, report.table()

@@ -114,7 +114,7 @@ def write(hub_model: onnx.ModelProto, path: str | os.PathLike, sparse_impl: str 
     """Lower `hub_model` for `sparse_impl` (or keep it: "hub") and write it atomically to `path`; a `.tflite` path
     gets the TFLite translation (builtin ops; `sparse_impl` does not apply). `quantize="int8"`: the doped matrices
     in int8 (`dkp_deploy.quantize`; custom and portable .onnx only); `"int8-dynamic"`: the same weights, and each
-    W_s product's input quantized to uint8 at run time (DynamicQuantizeLinear)."""
+    doped matrix's input quantized to uint8 at run time (DynamicQuantizeLinear)."""
     p = Path(path)
     if p.suffix.lower() not in TARGETS:
         raise InputError(f"unknown target {p.suffix or '(no extension)'!r}: export writes .onnx or .tflite", p)
@@ -204,7 +204,7 @@ def export(
     stay standard ops; recurrent modules become Scan bodies (right at any T). `mode="step"`: each recurrence as
     one time step without Scan (export with T = 1: x_t and states in, outputs and states out).
     `quantize="int8"`: doped matrices stored in int8 (weights only; see `dkp_deploy.quantize`); `"int8-dynamic"`:
-    the same weights, and each W_s product's input quantized at run time (W8A8 dynamic; custom and portable).
+    the same weights, and each doped matrix's input quantized at run time (W8A8 dynamic; custom and portable).
     Writes atomically; returns the path.
     """
     if Path(path).suffix.lower() not in TARGETS:

@@ -2,7 +2,7 @@
 
 Floating-point initializers and feeds are promoted to float64; `DopedMatMul` runs as W = structured + W_s built
 densely in float64 from the node's own tensors, `DopedGather` as rows of the table kron(B, C) + W_s built so.
-`run(..., sparse_input=f)`: each doped (not "dense") DopedMatMul applies its W_s to f(x) instead of x, as
+`run(..., matrix_input=f)`: each doped (not "dense") DopedMatMul with a W_s applies W to f(x) instead of x, as
 int8-dynamic files do (`dkp_deploy.quantize.dynamic_roundtrip`).
 """
 
@@ -24,7 +24,7 @@ from .schema import DOMAIN
 
 class DopedMatMul(OpRun):
     op_domain = DOMAIN
-    sparse_input = None  # a subclass made by `run` sets the function W_s's input goes through
+    matrix_input = None  # a subclass made by `run` sets the function a doped matrix's input goes through
 
     def _run(self, x, f0=None, f1=None, f2=None, row_ptr=None, col_idx=None, values=None, bias=None,
              structure=None, shape=None, matrix=None):
@@ -34,7 +34,7 @@ class DopedMatMul(OpRun):
                                      domain=DOMAIN, structure=structure, shape=list(shape), matrix=matrix or "")
         arrays = {k: v for k, v in given.items() if v is not None}
         w, b = read_doped_matmul(node, arrays)
-        y = matmul(w, type(self).sparse_input)(np.asarray(x, np.float64))
+        y = matmul(w, type(self).matrix_input)(np.asarray(x, np.float64))
         if b is not None:
             y = y + b.astype(np.float64)
         return (y,)
@@ -109,11 +109,11 @@ def _forward_scans(graph: onnx.GraphProto) -> None:
 
 
 def run(hub: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *,
-        sparse_input: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The hub's outputs for `feeds`, computed in float64 (`sparse_input`: see the module docstring)."""
+        matrix_input: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The hub's outputs for `feeds`, computed in float64 (`matrix_input`: see the module docstring)."""
     matmul = DopedMatMul
-    if sparse_input is not None:  # the evaluator instantiates the class: the function rides on a subclass
-        matmul = type("DopedMatMul", (DopedMatMul,), {"sparse_input": staticmethod(sparse_input)})
+    if matrix_input is not None:  # the evaluator instantiates the class: the function rides on a subclass
+        matmul = type("DopedMatMul", (DopedMatMul,), {"matrix_input": staticmethod(matrix_input)})
     evaluator = ReferenceEvaluator(_promote(hub), new_ops=[matmul, DopedGather])
     cast = {k: (np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v))
             for k, v in feeds.items()}

@@ -7,14 +7,15 @@
 - ``SparseMatVec`` (lowered node, the C++ op in ops/): Y = X @ W_s^T (+ Y0); col_idx int32 or uint16, or uint8
   column gaps (each entry's column minus the previous entry's in its row; what the converters write). Optional
   B [M1, N1] and C_T [N2, M2] after Y0 add the Kronecker half, kron(B, C) @ x, in the same node (all three ops;
-  SparseMatVecInteger reads that half's float x from a last input, X_kron).
+  SparseMatVecInteger on a uint8 X reads that half's float x from a last input, X_kron).
 - ``SparseMatVecInt8`` (lowered node, the same C++ op with int8 values): inputs X, row_ptr, col_idx, values (int8),
   row_scale ([M], W_s[i, :] = row_scale[i] * values), Y0.
 - ``SparseMatVecInteger`` (lowered node of int8-dynamic files): inputs X (uint8, from DynamicQuantizeLinear),
   row_ptr, col_idx, values (int8), row_scale, x_scale (float scalar), x_zero_point (uint8 scalar), Y0; Y (float) =
   x_scale * row_scale[i] * sum_k values[k] * (X[..., col_idx[k]] - x_zero_point) (+ Y0), X's shape with last dim M.
   Or X float32 with x_scale and x_zero_point empty (what the converters write): the node quantizes X as
-  DynamicQuantizeLinear does, then the same; X_kron then defaults to X.
+  DynamicQuantizeLinear does, then the same, and the Kronecker half reads that quantization too
+  (x_scale * (X_q - x_zero_point)); X_kron is then left out.
 - ``LSTMCell`` (lowered node, the C++ op in ops/): one LSTM step's nonlinearities and state update; inputs gates
   [..., 4H] (torch's order i, f, g, o, bias included) and c [..., H]; outputs h_next = sigmoid(o) * tanh(c_next)
   and c_next = sigmoid(f) * c + sigmoid(i) * tanh(g), both c's shape. The custom lowering fuses the hub's cell

@@ -183,7 +183,7 @@ def lower(hub: onnx.ModelProto, impl: str = "custom", quantize: str | None = Non
     """A lowered copy of `hub` for `impl` (custom, portable or dense), with the dkp.layers metadata.
 
     `quantize="int8"`: the doped matrices in the int8 forms of `dkp_deploy.quantize` (custom and portable);
-    `"int8-dynamic"`: the same, with each W_s product's input quantized at run time (DynamicQuantizeLinear)."""
+    `"int8-dynamic"`: the same, with each doped matrix's input quantized at run time (DynamicQuantizeLinear)."""
     if impl not in SPARSE_IMPLS:
         raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {impl!r}")
     check_mode(quantize)

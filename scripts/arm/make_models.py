@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dkp_deploy import reference, signature
-from dkp_deploy.quantize import dequantized_spec, sparse_input
+from dkp_deploy.quantize import dequantized_spec, matrix_input
 from dkp_deploy.spec import CSR, LSTM, Activation, DopedMatrix, Embedding, Linear, LSTMLayer, ModelSpec
 
 # Parity bound per output element, |arm - ref| <= ATOL + RTOL * |ref|: float32 arithmetic against float64 on
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         feeds = signature.random_feeds(spec, mode, batch=2, seed=100 + k)
         quantized = next((o["quantize"] for o in formats.values() if o.get("quantize")), None)
         ref = reference.run(dequantized_spec(spec) if quantized else spec, feeds, mode,
-                            sparse_input=sparse_input(quantized))
+                            matrix_input=matrix_input(quantized))
         np.savez(
             args.out / f"{name}.npz",
             **{f"in/{n}": v for n, v in feeds.items()},

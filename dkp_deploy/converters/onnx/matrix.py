@@ -12,10 +12,11 @@
   load.
 - ``quantize="int8"`` (custom and portable): the forms of `dkp_deploy.quantize` (int8 factors turned to float by
   Cast + Mul, folded at load; int8 W_s values with per-row scales: ``ai.dkp::SparseMatVecInt8`` or Cast + Mul).
-- ``quantize="int8-dynamic"``: the same tensors; W_s's input x quantized as ``DynamicQuantizeLinear`` does (uint8,
-  per tensor): ``custom`` = ``ai.dkp::SparseMatVecInteger`` on float x, which quantizes it itself and multiplies
-  the integers; ``portable`` = DynamicQuantizeLinear and DequantizeLinear into the int8 path above. The structured
-  part reads the float x.
+- ``quantize="int8-dynamic"``: the same tensors; a matrix with a W_s reads its input x quantized as
+  ``DynamicQuantizeLinear`` does (uint8, per tensor), both halves: ``custom`` = ``ai.dkp::SparseMatVecInteger`` on
+  float x, which quantizes it itself and multiplies the integers (W_s's, and B's for a Kronecker half); an lmf /
+  hmd half's standard ops read DequantizeLinear(DynamicQuantizeLinear(x)), the node then its uint8 x;
+  ``portable`` = DynamicQuantizeLinear and DequantizeLinear into the int8 matrix above.
 
 Every lowering records in `roles` which initializer holds which part, so `exported.load_exported` can rebuild W
 from the file's own tensors.
@@ -235,7 +236,7 @@ def lower(
     """Emit y = W @ x + bias for 2-D x [batch, N]; return the name of y [batch, M]. Fills `roles`.
 
     `quantize="int8"` writes the doped parts in int8 (undoped "dense" matrices and the dense impl stay float);
-    `quantize="int8-dynamic"` also quantizes W_s's input at run time (`dkp_deploy.quantize`)."""
+    `quantize="int8-dynamic"` also quantizes a doped matrix's input at run time (`dkp_deploy.quantize`)."""
     if impl not in SPARSE_IMPLS:
         raise ValueError(f"sparse_impl must be one of {SPARSE_IMPLS}, got {impl!r}")
     check_mode(quantize)
@@ -252,9 +253,18 @@ def lower(
     sp = w.sparse
     # custom: a Kronecker half goes into the sparse node itself (its optional B, C_T inputs; the bias as Y0), which
     # saves onnxruntime five nodes and multiplies a batch of x by B in one product (docs/ops.md)
-    fused = impl == "custom" and w.structure == "kron" and sp is not None and sp.nnz > 0
+    has_ws = sp is not None and sp.nnz > 0
+    fused = impl == "custom" and w.structure == "kron" and has_ws
+    # int8-dynamic: a matrix with a W_s reads x quantized, both halves (one scale and zero point over the whole
+    # [batch, N] tensor); a custom node quantizes a float x itself where no standard op reads x (kron, none)
+    x_q = None
+    if quantize == DYNAMIC and has_ws and not (impl == "custom" and (fused or w.structure == "none")):
+        x_q = g.node("DynamicQuantizeLinear", [x], f"{scope}/quantize_x", outputs=3)
+        x_hat = g.node("DequantizeLinear", x_q, f"{scope}/dequantize_x")
+    else:
+        x_hat = x
     kron = _fused_inputs(g, w, bias, scope, roles, quantize) if fused else []
-    y0 = None if fused else _structured(g, x, w, bias, scope, roles, quantize)
+    y0 = None if fused else _structured(g, x_hat, w, bias, scope, roles, quantize)
     optional = kron or ([y0] if y0 else [])  # the sparse node's inputs from Y0 on
     if sp is None or sp.nnz == 0:
         if y0 is None:  # W = 0 and no bias
@@ -270,14 +280,15 @@ def lower(
         roles["row_scale"] = rs = g.init(f"{scope}/W_s/row_scale", row_scale)
     else:
         roles["values"] = vals = g.init(f"{scope}/W_s/values", _f32(sp.values))
-    if quantize == DYNAMIC:  # W_s reads x as uint8 (one scale and zero point over the whole [batch, N] tensor)
-        if impl == "custom":  # float x: the node quantizes it as DynamicQuantizeLinear does (one node less)
-            inputs = [x, rp, ci, vals, rs, "", "", *optional]  # x_scale, x_zero_point empty
-            while not inputs[-1]:
-                inputs.pop()
-            return g.node("SparseMatVecInteger", inputs, f"{scope}/sparse_matvec", domain=DKP_DOMAIN)
-        xq, xs, xzp = g.node("DynamicQuantizeLinear", [x], f"{scope}/W_s/quantize_x", outputs=3)
-        x = g.node("DequantizeLinear", [xq, xs, xzp], f"{scope}/W_s/dequantize_x")
+    if quantize == DYNAMIC and impl == "custom":
+        # uint8 x where the graph quantized it for the structured half; else float x (x_scale, x_zero_point empty),
+        # which the node quantizes as DynamicQuantizeLinear does, for its Kronecker half too (one node less)
+        head = [x_q[0], rp, ci, vals, rs, x_q[1], x_q[2]] if x_q else [x, rp, ci, vals, rs, "", ""]
+        inputs = [*head, *optional]
+        while not inputs[-1]:
+            inputs.pop()
+        return g.node("SparseMatVecInteger", inputs, f"{scope}/sparse_matvec", domain=DKP_DOMAIN)
+    x = x_hat  # portable int8-dynamic: DequantizeLinear(DynamicQuantizeLinear(x)), else x
     if impl == "custom":
         op, scales = ("SparseMatVecInt8", [rs]) if quantize else ("SparseMatVec", [])
         return g.node(op, [x, rp, ci, vals, *scales, *optional], f"{scope}/sparse_matvec", domain=DKP_DOMAIN)

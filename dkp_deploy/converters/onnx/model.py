@@ -143,7 +143,7 @@ def to_onnx(
     `sparse_impl`: "custom" (ai.dkp::SparseMatVec, needs the ops library), "portable" (standard ops only) or
     "dense" (folded W, the baseline). `mode`: "sequence" (Scan over time) or "step" (one time step) for
     recurrent models. `quantize="int8"`: the doped matrices in int8 (`dkp_deploy.quantize`; custom and portable);
-    `"int8-dynamic"`: the same weights, and each W_s product's input quantized to uint8 at run time.
+    `"int8-dynamic"`: the same weights, and each doped matrix's input quantized to uint8 at run time.
     Writes atomically; returns the path.
     """
     spec, provenance = as_spec(model_or_path)
