@@ -22,7 +22,7 @@ CFS = (10, 20, 25)
 BATCHES = (1, 8)
 SHAPE = (2600, 1300)
 ORT_IMPLS = ("custom", "portable")
-# int8 weights with float activations, and with the sparse half's activations quantized at run time (integer
+# int8 weights with float activations, and with each doped matrix's activations quantized at run time (integer
 # products): the second is what onnxruntime's quantize_dynamic does to the dense layer
 INT8_MODES = ("int8", "int8-dynamic")
 INT8_IMPLS = tuple(f"custom {m}" for m in INT8_MODES)

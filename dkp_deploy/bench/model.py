@@ -31,7 +31,7 @@ SHAPES = (MEDIUM[10], MEDIUM[20], MEDIUM[25], LARGE)
 # the LM steps also exported by the general path (torch needed; else skipped)
 GENERAL_SHAPES = (MEDIUM[25].name, QUICK.name)
 ORT_IMPLS = ("custom", "portable", "dense")
-# the doped files in int8 (custom op) by quantize mode: weights only, and with the sparse half's activations
+# the doped files in int8 (custom op) by quantize mode: weights only, and with each doped matrix's activations
 # quantized at run time like onnxruntime's quantize_dynamic (integer products)
 INT8_IMPLS = {"custom_int8": "int8", "custom_int8dyn": "int8-dynamic"}
 
@@ -171,7 +171,7 @@ def _row(shape, lstm_spec, lm_spec, t, sizes, batch, tflite) -> dict[str, Any]:
     row["speedup_lmd_custom"] = t["lm", "dense"].seconds / t["lmd", "custom"].seconds
     row["lmd_custom_vs_int8"] = t["lm", "int8"].seconds / t["lmd", "custom"].seconds
     # the doped files stored in int8 (quantize="int8") against onnxruntime's int8 dense ones: speed and bytes
-    # (custom_int8dyn: the same files with the sparse half's activations quantized at run time, integer products)
+    # (custom_int8dyn: the same files with the doped matrices' activations quantized at run time, integer products)
     for impl in INT8_IMPLS:
         row[f"lstm_{impl}_vs_int8"] = t["lstm", "int8"].seconds / t["lstm", impl].seconds
         row[f"lmd_{impl}_vs_int8"] = t["lm", "int8"].seconds / t["lmd", impl].seconds
