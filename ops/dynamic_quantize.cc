@@ -41,7 +41,8 @@ DKP_VEC_INLINE bool quantize_impl(const float* x, int64_t n, uint8_t* q, float* 
   }
   if (b != b) return false;
   const float scale = h == l ? 1.f : (h - l) / 255.f;
-  const float zf = std::min(255.f, std::max(0.f, std::nearbyint(0.f - l / scale)));
+  // clamped before rounding, in onnxruntime's order: a scale that underflows to 0 (0 / 0) gives its 255 too
+  const float zf = std::nearbyint(std::max(0.f, std::min(255.f, 0.f - l / scale)));
   const int32_t zp = static_cast<int32_t>(zf);
   // x / scale clamped to [-zp, 255 - zp] (integers, so clamping before rounding is the same as after), rounded
   // half to even, plus zp: onnxruntime's order of operations
@@ -87,7 +88,7 @@ __attribute__((target("avx2,fma"))) bool quantize_avx2(const float* x, int64_t n
   return quantize_impl<Float8, Int8, Byte8>(x, n, q, scale, zero_point);
 }
 
-__attribute__((target("avx512f,avx512bw"))) bool quantize_avx512(const float* x, int64_t n, uint8_t* q,
+__attribute__((target("avx512f"))) bool quantize_avx512(const float* x, int64_t n, uint8_t* q,
                                                                   float* scale, uint8_t* zero_point) {
   return quantize_impl<Float16, Int16, Byte16>(x, n, q, scale, zero_point);
 }

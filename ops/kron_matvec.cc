@@ -124,9 +124,10 @@ DKP_ALWAYS_INLINE void kron_second(const KronFactors::View& f, const float* t, i
 // Whether B @ X first costs fewer multiply-adds than X @ C_T first, counting the padding of each product's width
 // (in double: no overflow), wp = batch * N2 padded.
 bool b_first(const KronFactors::View& f, int64_t batch, int64_t wp) {
-  const double rows = static_cast<double>(batch), n1 = static_cast<double>(f.n1), m2p = static_cast<double>(f.m2_padded);
-  const double c_first = rows * n1 * m2p * static_cast<double>(f.n2 + f.m1);
-  const double b_cost = static_cast<double>(f.m1) * (n1 * static_cast<double>(wp) + rows * static_cast<double>(f.n2) * m2p);
+  const double rows = static_cast<double>(batch), n1 = static_cast<double>(f.n1);
+  const double n2 = static_cast<double>(f.n2), m1 = static_cast<double>(f.m1), m2p = static_cast<double>(f.m2_padded);
+  const double c_first = rows * n1 * m2p * (n2 + m1);
+  const double b_cost = m1 * (n1 * static_cast<double>(wp) + rows * n2 * m2p);
   return b_cost <= c_first;
 }
 
@@ -356,8 +357,10 @@ bool integer_rows(const float* b, int64_t m1, int64_t n1, std::vector<int8_t>* q
     const float* row = b + i * n1;
     float peak = 0.f;
     for (int64_t k = 0; k < n1; ++k) peak = std::max(peak, std::fabs(row[k]));
-    if (!(peak < INFINITY)) return false;  // inf or NaN
-    if (peak == 0.f) continue;             // a row of zeros: scale 1, Q 0
+    for (int64_t k = 0; k < n1; ++k) {
+      if (!std::isfinite(row[k])) return false;  // NaN or inf: the float path on X_hat keeps it (max() drops NaN)
+    }
+    if (peak == 0.f) continue;  // a row of zeros: scale 1, Q 0
     bool found = false;
     float s = peak / 127.f;
     s = std::nextafter(std::nextafter(s, 0.f), 0.f);

@@ -491,7 +491,8 @@ struct Kernel {
       thread_local std::vector<uint8_t> xq;  // reused: grows to the largest X this thread has seen
       xq.resize(static_cast<size_t>(batch * n));
       if (!dkp::dynamic_quantize(static_cast<const float*>(x.data), batch * n, xq.data(), &x_scale, &zero_point)) {
-        // a NaN or an infinity in X: no scale quantizes it, and DynamicQuantizeLinear's would make Y NaN or inf
+        // a NaN or an infinity in X: no scale quantizes it (onnxruntime's DynamicQuantizeLinear maps a NaN to the
+        // zero point and an infinity makes its scale inf): Y says so rather than hide it
         std::fill(ys, ys + batch * csr.rows, std::nanf(""));
         return nullptr;
       }

@@ -322,8 +322,8 @@ def test_float_x_quantized_as_onnxruntime_does(case) -> None:
 @pytest.mark.parametrize("batch", [1, 8])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_float_x_with_a_non_finite_value_gives_nan(batch: int, bad: float) -> None:
-    """No scale quantizes NaN or an infinity (DynamicQuantizeLinear's would make Y NaN or inf): the node's Y is NaN
-    everywhere, the Kronecker half included, and a finite X in the next call is right again."""
+    """No scale quantizes NaN or an infinity (onnxruntime's DynamicQuantizeLinear maps NaN to the zero point): the
+    node's Y is NaN everywhere, the Kronecker half included, and a finite X in the next call is right again."""
     rng = np.random.default_rng(13)
     w = random_csr(rng, 30, 20, 0.2)
     kron = (rng.standard_normal((3, 4)), rng.standard_normal((10, 5)))
@@ -357,3 +357,23 @@ def test_kronecker_half_on_int8_b_and_quantized_x(kron_constant: bool, threads: 
             for kron_b in (b, off_grid):
                 assert_matches(*run_case(w, x, None, constant=True, mode="dynamic", kron=(kron_b, c),
                                          kron_constant=kron_constant, threads=threads))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_b_reaches_its_rows_on_the_integer_path_too(bad: float) -> None:
+    """A non-finite entry in a B whose other rows lie on an int8 grid, alone in a row of zeros (a NaN drops out of
+    max |row|): the Kronecker half keeps it, on exactly the rows of Y that B's row feeds."""
+    from _onnx_models import int8_rows
+
+    rng = np.random.default_rng(15)
+    (m1, n1), (m2, n2) = (4, 6), (3, 5)
+    b = int8_rows(rng.standard_normal((m1, n1))).astype(np.float32)
+    b[1] = 0.0
+    b[1, 2] = bad  # the rest of its row 0: max |row| without the NaN is 0, a row of zeros to a careless check
+    w = random_csr(rng, m1 * m2, n1 * n2, 0.0)
+    x = rng.standard_normal((2, n1 * n2)).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        got, _, _ = run_case(w, x, None, constant=True, mode="dynamic", kron=(b, rng.standard_normal((m2, n2))))
+    fed = np.zeros(m1 * m2, bool)
+    fed[m2:2 * m2] = True  # block row 1 of kron(B, C)
+    assert not np.isfinite(got[:, fed]).any() and np.isfinite(got[:, ~fed]).all()
