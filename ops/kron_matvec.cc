@@ -356,9 +356,9 @@ bool integer_rows(const float* b, int64_t m1, int64_t n1, std::vector<int8_t>* q
   for (int64_t i = 0; i < m1; ++i) {
     const float* row = b + i * n1;
     float peak = 0.f;
-    for (int64_t k = 0; k < n1; ++k) peak = std::max(peak, std::fabs(row[k]));
     for (int64_t k = 0; k < n1; ++k) {
       if (!std::isfinite(row[k])) return false;  // NaN or inf: the float path on X_hat keeps it (max() drops NaN)
+      peak = std::max(peak, std::fabs(row[k]));
     }
     if (peak == 0.f) continue;  // a row of zeros: scale 1, Q 0
     bool found = false;
@@ -407,13 +407,13 @@ KronFactors::KronFactors(const float* b, int64_t m1, int64_t n1, const float* ct
 void KronFactors::matmul(const float* x, int64_t batch, float* y) const {
   if (batch == 0 || m1_ == 0 || m2_ == 0) return;
   if (n1_ == 0 || n2_ == 0) return;  // an empty X: the product is 0
-  kernel().fn(View{b_.data(), ct_padded_.data(), m1_, n1_, n2_, m2_, m2_padded_}, x, batch, y);
+  kernel().fn(view(), x, batch, y);
 }
 
 void KronFactors::matmul_quantized(const uint8_t* xq, uint8_t zero_point, float x_scale, int64_t batch,
                                    float* y) const {
   if (batch == 0 || m1_ == 0 || m2_ == 0 || n1_ == 0 || n2_ == 0) return;
-  const View view{b_.data(), ct_padded_.data(), m1_, n1_, n2_, m2_, m2_padded_};
+  const View view = this->view();
   if (integer_b() && b_first(view, batch, round_up(batch * n2_, kPad))) {
     const int64_t n1p = round_up(n1_, kGroup);
     quantized_kernel().fn(view, IntView{q_.data(), q_scale_.data(), q_sum_.data(), n1p}, q_float_.data(),

@@ -37,6 +37,7 @@ class KronFactors {
   bool integer_b() const { return !q_.empty(); }
 
  private:
+  View view() const { return View{b_.data(), ct_padded_.data(), m1_, n1_, n2_, m2_, m2_padded_}; }
   std::vector<float> b_, ct_padded_;
   std::vector<int8_t> q_;
   std::vector<float> q_float_, q_scale_;
