@@ -341,7 +341,8 @@ const IsaKernel<KronQuantizedFn>& quantized_kernel() {
 // vpdpbusd for B @ X_hat where the sparse ops' integer tiles run (AVX-512 VBMI + VNNI; DKP_OPS_ISA caps both)
 Stage1Fn stage1_vnni() {
 #if DKP_HAVE_X86_KRON
-  static const Stage1Fn fn = std::strcmp(integer_tiles_isa(), "none") != 0 ? kron_stage1_vnni : nullptr;
+  static const Stage1Fn fn =
+      std::strcmp(integer_tiles_isa(), "avx512vbmi+avx512vnni") == 0 ? kron_stage1_vnni : nullptr;
   return fn;
 #else
   return nullptr;

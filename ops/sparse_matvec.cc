@@ -9,6 +9,7 @@
 #include "sparse_matvec.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -182,6 +183,7 @@ struct Kernels {
   const char* isa;
   IntTileFn itile[3];  // integer tiles with 1..3 steps; null without AVX-512 VBMI + VNNI
   IntRowsFn itile_rows[3][4];  // the same for 1..4 rows of X at once ([steps - 1][rows - 1])
+  bool pair_tiles = false;     // the integer tiles are PairTiles (AVX2), else IntTileView's AVX-512 layout
 };
 
 // The 8 sums of one SELL-8 slice go back to their rows (scaled by the row's scale for int8 values); lanes past
@@ -576,6 +578,114 @@ DKP_INT_TARGET void int_tile_rows_avx512(const IntTileView& w, const uint8_t* xp
 #pragma GCC diagnostic pop
 #endif
 
+// Integer tiles on AVX2 (PairTiles): per 8-row tile, per 64-column tile, x's 64 bytes are four 16-byte tables,
+// each in both halves of a ymm register. vpshufb looks up within 16 bytes only, so the four lookups are XORed:
+// the tables hold t_k = x_k ^ x_(k-1) (x's bytes k*16.. of the tile, see pair_tables), and lookup k uses the offset
+// minus 16k, whose top bit (offset below 16k) makes vpshufb give 0; the XOR of the lookups up to the offset's own
+// 16 bytes telescopes to x there. vpmaddubsw multiplies the bytes (unsigned) by the values (signed), summing each
+// pair in int16 (exact: PairTiles' rule), vpmaddwd by ones sums each row's two pairs into its int32 lane.
+// Empty slots hold the value 0.
+#define DKP_PAIR_TARGET __attribute__((target("avx2,fma")))
+DKP_PAIR_TARGET DKP_ALWAYS_INLINE void pair_tables(const uint8_t* xb, __m256i t[4]) {
+  for (int k = 0; k < 4; ++k) t[k] = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(xb + 16 * k)));
+}
+
+DKP_PAIR_TARGET DKP_ALWAYS_INLINE __m256i pair_step(__m256i acc, const __m256i t[4], const uint8_t* c,
+                                                    const int8_t* v) {
+  const __m256i k16 = _mm256_set1_epi8(16);
+  __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(c));
+  __m256i g = _mm256_shuffle_epi8(t[0], idx);
+  for (int k = 1; k < 4; ++k) {
+    idx = _mm256_sub_epi8(idx, k16);
+    g = _mm256_xor_si256(g, _mm256_shuffle_epi8(t[k], idx));
+  }
+  const __m256i pairs = _mm256_maddubs_epi16(g, _mm256_load_si256(reinterpret_cast<const __m256i*>(v)));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+// The row tile's int32 sums less zero_point * its rows' value sums, scaled by the row scales, for 8 rows.
+DKP_PAIR_TARGET DKP_ALWAYS_INLINE __m256 pair_tile_sum(const IntTileView& w, int64_t t, __m256i acc, __m256i zp) {
+  const int64_t r0 = t * PairTiles::kRows;
+  const __m256i vs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.value_sum + r0));
+  const __m256i sum = _mm256_sub_epi32(acc, _mm256_mullo_epi32(zp, vs));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(sum), _mm256_loadu_ps(w.row_scale + r0));
+}
+
+// Batch 1: y[row] = x_scale * the row's tile sum (+ y0[row]) for the rows below M. `xb`: x's bytes in whole column
+// tiles, as pair_tables reads them.
+template <int Steps>
+DKP_PAIR_TARGET void pair_tile_avx2(const IntTileView& w, const uint8_t* xb, uint8_t zero_point, float x_scale,
+                                    const float* y0, float* y) {
+  constexpr int kCols = PairTiles::kCols, kLanes = PairTiles::kLanes, kRows = PairTiles::kRows;
+  const __m256i zp = _mm256_set1_epi32(zero_point);
+  const __m256 scale = _mm256_set1_ps(x_scale);
+  const uint8_t* c = w.cols;
+  const int8_t* v = w.values;
+  const int64_t last = w.col_tiles - 1;
+  for (int64_t t = 0; t < w.row_tiles; ++t) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();  // two chains: steps alternate
+    __m256i tab[4];
+    for (int64_t b = 0; b < last; ++b) {
+      pair_tables(xb + b * kCols, tab);
+      for (int j = 0; j < Steps; ++j) {
+        if (j & 1) {
+          a1 = pair_step(a1, tab, c, v);
+        } else {
+          a0 = pair_step(a0, tab, c, v);
+        }
+        c += kLanes;
+        v += kLanes;
+      }
+    }
+    pair_tables(xb + last * kCols, tab);
+    for (int j = 0; j < w.last_steps; ++j) {
+      a0 = pair_step(a0, tab, c, v);
+      c += kLanes;
+      v += kLanes;
+    }
+    __m256 out = _mm256_mul_ps(pair_tile_sum(w, t, _mm256_add_epi32(a0, a1), zp), scale);
+    const int64_t r0 = t * kRows;
+    if (r0 + kRows <= w.rows) {
+      if (y0) out = _mm256_add_ps(out, _mm256_loadu_ps(y0 + r0));
+      _mm256_storeu_ps(y + r0, out);
+    } else {
+      alignas(32) float o[kRows];
+      _mm256_store_ps(o, out);
+      for (int64_t r = r0; r < w.rows; ++r) y[r] = y0 ? o[r - r0] + y0[r] : o[r - r0];
+    }
+  }
+}
+
+// Rows rows of X at once (x_stride bytes apart): every step's 64 bytes of W are loaded once for all of them; the
+// tables are re-read from L1 per step (4 rows' 16 tables would not stay in registers). part as int_tile_store.
+template <int Steps, int Rows>
+DKP_PAIR_TARGET void pair_tile_rows_avx2(const IntTileView& w, const uint8_t* xb, int64_t x_stride,
+                                         uint8_t zero_point, float* part, int64_t part_stride) {
+  constexpr int kCols = PairTiles::kCols, kLanes = PairTiles::kLanes, kRows = PairTiles::kRows;
+  const __m256i zp = _mm256_set1_epi32(zero_point);
+  const uint8_t* c = w.cols;
+  const int8_t* v = w.values;
+  for (int64_t t = 0; t < w.row_tiles; ++t) {
+    __m256i a[Rows];
+    for (int r = 0; r < Rows; ++r) a[r] = _mm256_setzero_si256();
+    for (int64_t b = 0; b < w.col_tiles; ++b) {
+      const int steps = b + 1 < w.col_tiles ? Steps : w.last_steps;
+      for (int j = 0; j < steps; ++j) {
+        for (int r = 0; r < Rows; ++r) {
+          __m256i tab[4];
+          pair_tables(xb + r * x_stride + b * kCols, tab);
+          a[r] = pair_step(a[r], tab, c, v);
+        }
+        c += kLanes;
+        v += kLanes;
+      }
+    }
+    for (int r = 0; r < Rows; ++r) {
+      _mm256_storeu_ps(part + r * part_stride + t * kRows, pair_tile_sum(w, t, a[r], zp));
+    }
+  }
+}
+
 template <int Width>
 __attribute__((target("avx2,fma"))) void spmm_avx2(const Csr& w, const float* xt, int64_t nb, const float* y0,
                                                    int64_t y0s, float* y, int64_t ys) {
@@ -613,7 +723,19 @@ Kernels pick_kernels() {
                {integer ? int_tile_rows_avx512<3, 1> : nullptr, integer ? int_tile_rows_avx512<3, 2> : nullptr,
                 integer ? int_tile_rows_avx512<3, 3> : nullptr, integer ? int_tile_rows_avx512<3, 4> : nullptr}}};
     }
-    return {spmv_avx2, {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>}, sell_avx2, {}, "avx2+fma", {}, {}};
+    return {spmv_avx2,
+            {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>},
+            sell_avx2,
+            {},
+            "avx2+fma",
+            {pair_tile_avx2<1>, pair_tile_avx2<2>, pair_tile_avx2<3>},
+            {{pair_tile_rows_avx2<1, 1>, pair_tile_rows_avx2<1, 2>, pair_tile_rows_avx2<1, 3>,
+              pair_tile_rows_avx2<1, 4>},
+             {pair_tile_rows_avx2<2, 1>, pair_tile_rows_avx2<2, 2>, pair_tile_rows_avx2<2, 3>,
+              pair_tile_rows_avx2<2, 4>},
+             {pair_tile_rows_avx2<3, 1>, pair_tile_rows_avx2<3, 2>, pair_tile_rows_avx2<3, 3>,
+              pair_tile_rows_avx2<3, 4>}},
+            true};
   }
 #endif
   return {spmv_generic, {spmm_generic<4>, spmm_generic<8>, spmm_generic<16>}, sell_generic, {}, "generic", {}, {}};
@@ -627,7 +749,9 @@ const Kernels& kernels() {
 }  // namespace
 
 const char* csr_matmul_isa() { return kernels().isa; }
-const char* integer_tiles_isa() { return kernels().itile[0] ? "avx512vbmi+avx512vnni" : "none"; }
+const char* integer_tiles_isa() {
+  return !kernels().itile[0] ? "none" : kernels().pair_tiles ? "avx2" : "avx512vbmi+avx512vnni";
+}
 
 // A tiling's cost model, in units of one SELL-8 non-zero: a tile of `rows` x `cols` costs `tile`, each of its steps
 // `step`; a step takes up to `per_step` non-zeros of each row; what the tiles leave costs `rest` per non-zero plus
@@ -879,16 +1003,162 @@ static int last_tile_steps(const Csr& w, int64_t min_cols, int steps) {
   return best;
 }
 
-IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale)
-    : rows_(w.rows), min_cols_(min_cols) {
-  const int steps = kernels().itile[0] && longest_row(w) <= kMaxIntegerRow
-                        ? tile_steps_for(w, min_cols, kIntegerTileCosts) : 0;
-  if (steps == 0) {
-    rest_ = std::make_unique<const SlicedEll>(w, min_cols, qvalues, row_scale);
-    return;
+// The AVX2 integer tiles (PairTiles), fitted on the Zen 3 here (C++ harness, 2600 x 1300 at 4% density, 130,180
+// non-zeros; best of 5 rounds): the tiles alone take 14.3 us with one step per tile, 24.8 us with two; what one
+// step leaves (17,800 non-zeros) costs ~8.7 us more through SELL-8 (0.5 us per thousand: the unit here). So a
+// step costs 3.0 SELL-8 non-zeros, a tile 1.7 more. Whole product, batch 1 / 8: 23 / 174 us with one step,
+// 31 / 198 us with two, 65 / 283 us through SELL-8 alone.
+constexpr TileCosts kPairTileCosts = {PairTiles::kRows, PairTiles::kCols, 2 * PairTiles::kPairsPerRow, 3,
+                                      1.7, 3.0, 1.0, 0.5};
+
+// A row's non-zeros `ks` (all in one PairTiles column tile) in pairs that vpmaddubsw sums exactly: opposite signs,
+// then two of one sign with |a| + |b| <= 128 (smallest with largest), then singles (second entry -1); pairs of two
+// come first, so the steps take as many non-zeros as they can.
+static void pair_up(std::vector<int64_t>* ks, const int8_t* q, std::vector<std::array<int64_t, 2>>* pairs) {
+  pairs->clear();
+  std::vector<int64_t> pos, neg;
+  for (int64_t k : *ks) (q[k] >= 0 ? pos : neg).push_back(k);
+  while (!pos.empty() && !neg.empty()) {
+    pairs->push_back({pos.back(), neg.back()});
+    pos.pop_back();
+    neg.pop_back();
   }
+  std::vector<int64_t>& left = pos.empty() ? neg : pos;
+  std::sort(left.begin(), left.end(), [q](int64_t a, int64_t b) { return std::abs(q[a]) < std::abs(q[b]); });
+  std::vector<int64_t> singles;
+  size_t lo = 0, hi = left.size();
+  while (lo < hi) {
+    if (hi - lo >= 2 && std::abs(q[left[lo]]) + std::abs(q[left[hi - 1]]) <= 128) {
+      pairs->push_back({left[lo++], left[--hi]});
+    } else {
+      singles.push_back(left[--hi]);
+    }
+  }
+  for (int64_t k : singles) pairs->push_back({k, -1});
+}
+
+// Calls f(row, column tile, pairs) for every row's non-empty PairTiles column tiles, in column tile order.
+template <typename F>
+static void for_each_pair_tile(const Csr& w, const int8_t* q, F f) {
+  constexpr int64_t kCols = PairTiles::kCols;
+  std::vector<std::pair<int64_t, int64_t>> by_tile;  // (column tile, k)
+  std::vector<int64_t> ks;
+  std::vector<std::array<int64_t, 2>> pairs;
+  for (int64_t i = 0; i < w.rows; ++i) {
+    by_tile.clear();
+    for (int64_t k = w.row_ptr[i]; k < w.row_ptr[i + 1]; ++k) by_tile.push_back({w.col_idx[k] / kCols, k});
+    std::sort(by_tile.begin(), by_tile.end());
+    for (size_t a = 0; a < by_tile.size();) {
+      size_t e = a;
+      ks.clear();
+      while (e < by_tile.size() && by_tile[e].first == by_tile[a].first) ks.push_back(by_tile[e++].second);
+      pair_up(&ks, q, &pairs);
+      f(i, by_tile[a].first, pairs);
+      a = e;
+    }
+  }
+}
+
+bool IntegerEll::lay_out_pair_tiles(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale,
+                                    std::vector<int32_t>* rest_rp, std::vector<int32_t>* rest_ci,
+                                    std::vector<int8_t>* rest_q) {
+  constexpr int kRows = PairTiles::kRows, kCols = PairTiles::kCols, kLanes = PairTiles::kLanes;
+  constexpr int kPairs = PairTiles::kPairsPerRow, kMaxSteps = 3;
+  const TileCosts& c = kPairTileCosts;
+  const int64_t row_tiles = (w.rows + kRows - 1) / kRows, col_tiles = (min_cols + kCols - 1) / kCols;
+  if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return false;
+  const double tiles = static_cast<double>(row_tiles) * static_cast<double>(col_tiles);
+  const double rest_fixed = c.rest_per_row * static_cast<double>(w.rows);
+  const double no_tiles = static_cast<double>(w.nnz) + rest_fixed;
+  if (tiles * (c.tile + c.step) >= no_tiles) return false;  // too sparse for its size (see tile_steps_for)
+  // the non-zeros that 1..3 steps hold, in the full column tiles and in the last one (narrower where N % 64 != 0)
+  int64_t covered[kMaxSteps + 1] = {}, covered_last[kMaxSteps + 1] = {};
+  for_each_pair_tile(w, qvalues, [&](int64_t, int64_t b, const std::vector<std::array<int64_t, 2>>& pairs) {
+    for (int s = 1; s <= kMaxSteps; ++s) {
+      int64_t n = 0;
+      for (size_t p = 0; p < pairs.size() && p < static_cast<size_t>(kPairs * s); ++p) n += pairs[p][1] < 0 ? 1 : 2;
+      (b + 1 == col_tiles ? covered_last : covered)[s] += n;
+    }
+  });
+  int steps = 0;
+  double best = no_tiles;
+  for (int s = 1; s <= kMaxSteps; ++s) {
+    const double rest = static_cast<double>(w.nnz - covered[s] - covered_last[s]);
+    const double cost = tiles * (c.tile + c.step * s) + c.rest * rest + (rest > 0 ? rest_fixed : 0.0);
+    if (cost < best) {
+      steps = s;
+      best = cost;
+    }
+  }
+  if (steps == 0) return false;
+  int last_steps = steps;  // the last column tile's, by the same model
+  if (col_tiles >= 2 && min_cols % kCols != 0) {
+    double best_last = static_cast<double>(row_tiles) * c.step * steps;
+    for (int s = 1; s < steps; ++s) {
+      const double cost = static_cast<double>(row_tiles) * c.step * s +
+                          c.rest * static_cast<double>(covered_last[steps] - covered_last[s]);
+      if (cost < best_last) {
+        last_steps = s;
+        best_last = cost;
+      }
+    }
+  }
+  tile_height_ = kRows;
+  tile_width_ = kCols;
+  tiles_.rows = rows_;
+  tiles_.row_tiles = row_tiles;
+  tiles_.col_tiles = col_tiles;
+  tiles_.steps = steps;
+  tiles_.last_steps = last_steps;
+  const int64_t row_steps = (col_tiles - 1) * steps + last_steps;  // one row tile's
+  const size_t total = static_cast<size_t>(row_tiles * row_steps) * kLanes;
+  tile_cols_.assign(total, 0);
+  tile_values_.assign(total, 0);
+  value_sum_.assign(static_cast<size_t>(row_tiles * kRows), 0);
+  row_scale_.assign(static_cast<size_t>(row_tiles * kRows), 0.f);  // rows past M: scale 0
+  std::copy(row_scale, row_scale + rows_, row_scale_.begin());
+  std::vector<std::vector<int64_t>> rest_of(static_cast<size_t>(rows_));  // each row's, sorted at the end
+  for_each_pair_tile(w, qvalues, [&](int64_t i, int64_t b, const std::vector<std::array<int64_t, 2>>& pairs) {
+    const size_t cap = static_cast<size_t>(kPairs * (b + 1 == col_tiles ? last_steps : steps));
+    const int64_t t = i / kRows, r = i % kRows;
+    for (size_t p = 0; p < pairs.size(); ++p) {
+      for (int e = 0; e < 2; ++e) {
+        const int64_t k = pairs[p][e];
+        if (k < 0) continue;
+        if (p >= cap) {
+          rest_of[static_cast<size_t>(i)].push_back(k);
+          continue;
+        }
+        const size_t at = static_cast<size_t>(t * row_steps + b * steps + static_cast<int64_t>(p / kPairs)) * kLanes +
+                          static_cast<size_t>(PairTiles::byte_of(static_cast<int>(r), 2 * static_cast<int>(p % kPairs) + e));
+        tile_cols_[at] = static_cast<uint8_t>(w.col_idx[k] % kCols);
+        tile_values_[at] = qvalues[k];
+        value_sum_[static_cast<size_t>(i)] += qvalues[k];
+      }
+    }
+  });
+  rest_rp->assign(1, 0);
+  for (int64_t i = 0; i < rows_; ++i) {
+    std::vector<int64_t>& ks = rest_of[static_cast<size_t>(i)];
+    std::sort(ks.begin(), ks.end());  // CSR order
+    for (int64_t k : ks) {
+      rest_ci->push_back(w.col_idx[k]);
+      rest_q->push_back(qvalues[k]);
+    }
+    rest_rp->push_back(static_cast<int32_t>(rest_ci->size()));
+  }
+  return true;
+}
+
+bool IntegerEll::lay_out_int_tiles(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale,
+                                   std::vector<int32_t>* rest_rp, std::vector<int32_t>* rest_ci,
+                                   std::vector<int8_t>* rest_q) {
+  const int steps = tile_steps_for(w, min_cols, kIntegerTileCosts);
+  if (steps == 0) return false;
   constexpr int kRows = IntTileView::kRows, kCols = IntTileView::kCols, kPerRow = IntTileView::kPerRow;
   constexpr int kLanes = kRows * kPerRow;
+  tile_height_ = kRows;
+  tile_width_ = kCols;
   tiles_.rows = rows_;
   tiles_.row_tiles = (rows_ + kRows - 1) / kRows;
   tiles_.col_tiles = (min_cols + kCols - 1) / kCols;
@@ -901,8 +1171,6 @@ IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, co
   value_sum_.assign(static_cast<size_t>(tiles_.row_tiles * kRows), 0);
   row_scale_.assign(static_cast<size_t>(tiles_.row_tiles * kRows), 0.f);  // rows past M: scale 0
   std::copy(row_scale, row_scale + rows_, row_scale_.begin());
-  std::vector<int32_t> rest_ci;
-  std::vector<int8_t> rest_q;
   const auto place = [&](int64_t k, int64_t t, int64_t lane, int64_t b, int slot) {
     const size_t at = static_cast<size_t>(t * row_steps + b * steps + slot / kPerRow) * kLanes +
                       static_cast<size_t>(lane * kPerRow + slot % kPerRow);
@@ -911,11 +1179,25 @@ IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, co
     value_sum_[static_cast<size_t>(t * kRows + lane)] += qvalues[k];
   };
   const auto to_rest = [&](int64_t k) {
-    rest_ci.push_back(w.col_idx[k]);
-    rest_q.push_back(qvalues[k]);
+    rest_ci->push_back(w.col_idx[k]);
+    rest_q->push_back(qvalues[k]);
   };
-  std::vector<int32_t> rest_rp = split_tiles(w, kRows, kCols, tiles_.col_tiles, kPerRow * steps, place, to_rest,
-                                             kPerRow * tiles_.last_steps);
+  *rest_rp = split_tiles(w, kRows, kCols, tiles_.col_tiles, kPerRow * steps, place, to_rest,
+                         kPerRow * tiles_.last_steps);
+  return true;
+}
+
+IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale)
+    : rows_(w.rows), min_cols_(min_cols) {
+  std::vector<int32_t> rest_rp, rest_ci;
+  std::vector<int8_t> rest_q;
+  const bool tiled = kernels().itile[0] && longest_row(w) <= kMaxIntegerRow &&
+                     (kernels().pair_tiles ? lay_out_pair_tiles(w, min_cols, qvalues, row_scale, &rest_rp, &rest_ci, &rest_q)
+                                           : lay_out_int_tiles(w, min_cols, qvalues, row_scale, &rest_rp, &rest_ci, &rest_q));
+  if (!tiled) {
+    rest_ = std::make_unique<const SlicedEll>(w, min_cols, qvalues, row_scale);
+    return;
+  }
   tiles_.cols = tile_cols_.data();
   tiles_.values = tile_values_.data();
   tiles_.value_sum = value_sum_.data();
@@ -954,12 +1236,12 @@ void IntegerEll::matmul(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero
     return;
   }
   constexpr int kGroup = 4;
-  const int64_t stride = tiles_.col_tiles * IntTileView::kCols;  // a multiple of 64: every row stays aligned
-  const int64_t part_stride = tiles_.row_tiles * IntTileView::kRows;
+  const int64_t stride = tiles_.col_tiles * tile_width_;  // a multiple of 64: every row stays aligned
+  const int64_t part_stride = tiles_.row_tiles * tile_height_;
   thread_local AlignedVector<uint8_t> xb;
   thread_local AlignedVector<float> part;
-  xb.assign(static_cast<size_t>(batch * stride), 0);  // whole 128-column tiles: columns past min_cols meet zeros
-  for (int64_t b = 0; b < batch; ++b) std::copy(x + b * n, x + b * n + min_cols_, xb.begin() + b * stride);
+  xb.resize(static_cast<size_t>(batch * stride));
+  for (int64_t b = 0; b < batch; ++b) tile_bytes(x + b * n, xb.data() + b * stride);
   if (batch == 1) {  // the tiles write y (scaled, + y0), the small rest is added to it
     kernels().itile[tiles_.steps - 1](tiles_, xb.data(), zero_point, x_scale, y0, y);
     add_small_rest(x, 1, n, zero_point, x_scale, y, rows_);
@@ -1009,6 +1291,16 @@ void IntegerEll::matmul(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero
   }
 }
 
+void IntegerEll::tile_bytes(const uint8_t* x, uint8_t* out) const {
+  const int64_t width = tiles_.col_tiles * tile_width_;
+  std::copy(x, x + min_cols_, out);
+  std::fill(out + min_cols_, out + width, uint8_t{0});  // columns past min_cols meet only zeros
+  if (!kernels().pair_tiles) return;
+  for (int64_t b = 0; b < width; b += PairTiles::kCols) {  // t_k = x_k ^ x_(k-1), from the top (pair_tables)
+    for (int64_t j = b + PairTiles::kCols - 1; j >= b + 16; --j) out[j] ^= out[j - 16];
+  }
+}
+
 void IntegerEll::add_small_rest(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero_point, float scale,
                                 float* out, int64_t stride) const {
   for (size_t e = 0; e < rest_entry_rows_.size(); ++e) {  // one flat loop: a row's few entries mispredicted less
@@ -1031,10 +1323,10 @@ void IntegerEll::matvec_sell(const uint8_t* x, uint8_t zero_point, float x_scale
   for (int64_t c = 0; c < min_cols_; ++c) xf[c] = static_cast<float>(static_cast<int>(x[c]) - zero_point);
   const float* tiled = nullptr;
   if (tiles_.steps) {
-    thread_local AlignedVector<uint8_t> xb;  // whole 128-column tiles: columns past min_cols meet only zeros
-    xb.assign(x, x + min_cols_);
-    xb.resize(static_cast<size_t>(tiles_.col_tiles * IntTileView::kCols), 0);
-    part.resize(static_cast<size_t>(tiles_.row_tiles * IntTileView::kRows));
+    thread_local AlignedVector<uint8_t> xb;
+    xb.resize(static_cast<size_t>(tiles_.col_tiles * tile_width_));
+    tile_bytes(x, xb.data());
+    part.resize(static_cast<size_t>(tiles_.row_tiles * tile_height_));
     kernels().itile[tiles_.steps - 1](tiles_, xb.data(), zero_point, 1.f, nullptr, part.data());
     tiled = part.data();
   }

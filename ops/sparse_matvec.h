@@ -115,9 +115,12 @@ class SlicedEll {
   std::vector<uint16_t> tile_mask_;
 };
 
-// The integer tiles of an IntegerEll (see there): 16 rows x 128 columns, `steps` steps per tile; one step = 64
-// column offsets within the tile's 128 columns (bytes) and 64 int8 values, 4 per row (lane 4r + j: row r's j-th
-// non-zero of the step, value 0 where the row has no more).
+// The integer tiles of an IntegerEll (see there), in one of two layouts.
+// AVX-512 (VBMI + VNNI): 16 rows x 128 columns, `steps` steps per tile; one step = 64 column offsets within the
+// tile's 128 columns (bytes) and 64 int8 values, 4 per row (lane 4r + j: row r's j-th non-zero of the step, value 0
+// where the row has no more).
+// AVX2 (PairTiles): 8 rows x 64 columns; one step = 32 column offsets within the tile's 64 columns and 32 int8
+// values, 4 slots per row (row r's at bytes 16 * (r / 4) + 4 * (r % 4) + j), slots (0, 1) and (2, 3) each a pair.
 struct IntTileView {
   static constexpr int kRows = 16;
   static constexpr int kCols = 128;
@@ -133,6 +136,17 @@ struct IntTileView {
   const float* row_scale = nullptr;    // [rows]
 };
 
+// The AVX2 layout of IntTileView. vpmaddubsw sums a pair's two products u8 x s8 in int16 and saturates past
+// 32767, so a pair holds two values of opposite signs (the sum lies between the two products, each at most
+// 255 * 128 = 32640 in magnitude), or two with |a| + |b| <= 128, or one value and a 0: every sum is exact.
+struct PairTiles {
+  static constexpr int kRows = 8;
+  static constexpr int kCols = 64;
+  static constexpr int kPairsPerRow = 2;  // per step
+  static constexpr int kLanes = 32;       // bytes per step
+  static int byte_of(int row, int slot) { return 16 * (row / 4) + 4 * (row % 4) + slot; }
+};
+
 // W = diag(row_scale) @ Wq (int8 values) laid out for a uint8 x with a zero point (ai.dkp::SparseMatVecInteger
 // with a constant W): y = x_scale * diag(row_scale) @ Wq @ (x - zero_point) (+ y0). Where the CPU has AVX-512 VBMI
 // and VNNI (and a cost model says it pays), up to 4 * `steps` non-zeros per row and 128-column tile go into integer
@@ -140,7 +154,10 @@ struct IntTileView {
 // and one vpdpbusd multiplies and sums them into 16 int32 lanes, exactly; up to 4 rows of x share each pass over
 // the tiles. The rest is added entry by entry when it is small, else (and all of W on other CPUs) through float
 // products of the integers x - zero_point (exact too: every product and partial sum is an integer below 2^24 for
-// rows of up to 518 non-zeros), so every CPU computes the same function up to the final scaling.
+// rows of up to 518 non-zeros), so every CPU computes the same function up to the final scaling. On AVX2 CPUs the
+// tiles are PairTiles: x's 64 bytes of a tile sit in four 16-byte tables (each in both halves of a ymm register),
+// four vpshufb look up a step's 32 bytes (8 rows x 4 slots), and vpmaddubsw + vpmaddwd sum each row's
+// 4 products into its int32 lane, exactly (the pairing rule).
 class IntegerEll {
  public:
   IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale);
@@ -157,6 +174,7 @@ class IntegerEll {
  private:
   int64_t rows_ = 0;
   int64_t min_cols_ = 0;
+  int64_t tile_height_ = 0, tile_width_ = 0;  // rows and columns of one tile (IntTileView's or PairTiles')
   IntTileView tiles_;
   AlignedVector<uint8_t> tile_cols_;
   AlignedVector<int8_t> tile_values_;
@@ -167,6 +185,13 @@ class IntegerEll {
   std::vector<float> rest_values_;
   std::vector<int32_t> rest_entry_rows_;  // a small rest's row of each entry (add_small_rest)
   bool small_rest_ = false;  // fewer non-zeros left than columns: added entry by entry, else by csr_matmul / SELL-8
+  // Lay W's tiles out (AVX-512 or AVX2 layout) and hand back what they leave, as CSR; false: no tiles pay.
+  bool lay_out_int_tiles(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale,
+                         std::vector<int32_t>* rest_rp, std::vector<int32_t>* rest_ci, std::vector<int8_t>* rest_q);
+  bool lay_out_pair_tiles(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale,
+                          std::vector<int32_t>* rest_rp, std::vector<int32_t>* rest_ci, std::vector<int8_t>* rest_q);
+  // x's bytes as the tile kernels read them: whole column tiles (zeros past min_cols), XORed for PairTiles
+  void tile_bytes(const uint8_t* x, uint8_t* out) const;
   // a small rest: out[b * stride + row] += scale * value * (x[b, col] - zero_point), entry by entry
   void add_small_rest(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero_point, float scale, float* out,
                       int64_t stride) const;
@@ -174,7 +199,8 @@ class IntegerEll {
   void matvec_sell(const uint8_t* x, uint8_t zero_point, float x_scale, const float* y0, float* y) const;
 };
 
-// Which integer tile kernel IntegerEll uses on this CPU ("avx512vbmi+avx512vnni" or "none"; DKP_OPS_ISA caps it).
+// Which integer tile kernel IntegerEll uses on this CPU ("avx512vbmi+avx512vnni", "avx2" or "none"; DKP_OPS_ISA
+// caps it).
 const char* integer_tiles_isa();
 
 // Y[b, :] = W @ X[b, :] (+ Y0[b, :]) for b < batch. X is [batch, n] row-major and Y is [batch, W.rows].

@@ -264,6 +264,35 @@ def test_integer_rows_too_long_for_int32_lanes() -> None:
     np.testing.assert_allclose(got, np.full((1, rows), 0.25 * 0.5 * -127 * 255 * nnz), rtol=1e-3)
 
 
+@pytest.mark.parametrize("batch", [1, 3, 4, 9])
+@pytest.mark.parametrize("values", ["extremes", "halves"])
+def test_integer_products_at_the_int16_limit(batch: int, values: str) -> None:
+    """X = 255 with a zero point of 0 and int8 values at the ends of their range: on AVX2 CPUs the integer tiles
+    sum two products of a row in int16 (vpmaddubsw), which saturates past 32767 (2 x 255 x 127 would); the tiles
+    pair only values of opposite signs, or two with |a| + |b| <= 128 (64 + 64 and -64 - 64 included here), so every
+    row still gives its exact integer sum, on every CPU."""
+    rng = np.random.default_rng(11 + batch)
+    rows, n = 64, 300
+    w = sp.random(rows, n, density=0.25, format="csr", random_state=rng, dtype=np.float32)
+    choices = {"extremes": [127, -128, 127, 127], "halves": [64, -64, 127, 64, -128, 1]}[values]
+    q = rng.choice(np.asarray(choices, np.int8), w.nnz).astype(np.int8)
+    x = np.full((batch, n), 255, np.uint8)
+    x[:, ::7] = rng.integers(0, 256, (batch, len(range(0, n, 7))))
+    row_scale = rng.uniform(0.5, 2.0, rows).astype(np.float32)
+    arrays = {"X": x, "row_ptr": w.indptr.astype(np.int32), "col_idx": w.indices.astype(np.int32), "values": q,
+              "row_scale": row_scale, "x_scale": np.asarray(0.125, np.float32),
+              "x_zero_point": np.asarray(0, np.uint8)}
+    names = ["X", "row_ptr", "col_idx", "values", "row_scale", "x_scale", "x_zero_point"]
+    sess = session(model_bytes(arrays, names, constant=names[1:5], op_type="SparseMatVecInteger"))
+    (got,) = sess.run(None, {k: arrays[k] for k in ("X", "x_scale", "x_zero_point")})
+    scale = 0.125 * row_scale[None, :].astype(np.float64)
+    qw = sp.csr_matrix((q.astype(np.float64), w.indices, w.indptr), shape=w.shape)
+    expected = scale * (qw @ x.T.astype(np.float64)).T
+    magnitude = scale * (abs(qw) @ x.T.astype(np.float64)).T  # what float32 rounding is relative to
+    # float32 sums: ~1e-7 of the magnitude (~3e5 per row); one saturated pair is off by >= 0.06 * 3e3
+    assert np.all(np.abs(got - expected) <= 2e-6 * magnitude)
+
+
 @st.composite
 def quantization_inputs(draw):
     """An X for the node's own quantization: random scales and signs, all zeros, one sign only, exact ties (X in
