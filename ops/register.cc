@@ -603,9 +603,10 @@ struct Kernel {
                       const float* y0s, bool y0_broadcast, float x_scale, uint8_t zero_point, float* ys) const {
     if (!spec->integer_x) return product(ctx, csr, static_cast<const float*>(x), batch, n, y0s, y0_broadcast, ys);
     const uint8_t* xq = static_cast<const uint8_t*>(x);
-    if (iell && (iell->tile_steps() > 0 || batch == 1)) {
+    if (iell && iell->serves(batch)) {
       // Through the integer tiles, up to 4 rows of X per pass over W, in blocks of rows on onnxruntime's thread
-      // pool when there are several (or one row through IntegerEll's SELL-8 copy where it has no tiles).
+      // pool when there are several (or one row through IntegerEll's SELL-8 copy where it has no tiles). AVX2's
+      // tiles serve up to 3 rows: more go the float way below (IntegerEll::serves).
       IntegerRows job{iell.get(), xq, batch, n, zero_point, x_scale, y0s, y0_broadcast, ys, csr.rows, {}};
       const size_t blocks = static_cast<size_t>((batch + kIntegerBlock - 1) / kIntegerBlock);
       if (blocks >= 2 && g_api_parallel) {

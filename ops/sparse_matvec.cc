@@ -1291,6 +1291,11 @@ void IntegerEll::matmul(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero
   }
 }
 
+bool IntegerEll::serves(int64_t batch) const {
+  if (tiles_.steps == 0) return batch == 1;
+  return !kernels().pair_tiles || batch < kPairTileBatch;
+}
+
 void IntegerEll::tile_bytes(const uint8_t* x, uint8_t* out) const {
   const int64_t width = tiles_.col_tiles * tile_width_;
   std::copy(x, x + min_cols_, out);

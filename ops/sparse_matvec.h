@@ -170,6 +170,11 @@ class IntegerEll {
   void matmul(const uint8_t* x, int64_t batch, int64_t n, uint8_t zero_point, float x_scale, const float* y0,
               bool y0_broadcast, float* y) const;
   int tile_steps() const { return tiles_.steps; }  // 0: no integer tiles
+  // Whether matmul is the faster way to a product of `batch` rows of x: with tiles, on AVX-512 at every batch, on
+  // AVX2 below kPairTileBatch rows (their lookups are per row of x: from 4 rows on, csr_matmul's float products on
+  // x - zero_point, one FMA per non-zero for 8 rows, win); without tiles only for one row (its SELL-8 copy).
+  bool serves(int64_t batch) const;
+  static constexpr int64_t kPairTileBatch = 4;
 
  private:
   int64_t rows_ = 0;
