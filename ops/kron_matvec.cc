@@ -176,7 +176,9 @@ DKP_ALWAYS_INLINE void kron_quantized_impl(const KronFactors::View& f, const Kro
                                            float x_scale, int64_t batch, float* y) {
   const int64_t m1 = f.m1, n1 = f.n1, n2 = f.n2;
   thread_local std::vector<float> xs, t;
-  const int64_t wp = round_up(batch * n2, 16);  // whole zmm of int32 lanes
+  // whole zmm of int32 lanes for vpdpbusd; the float products only need whole vectors (at 20 columns 24, not 32:
+  // a quarter of B @ X_hat's multiply-adds on AVX2 CPUs)
+  const int64_t wp = round_up(batch * n2, vnni ? 16 : KronFactors::kPad);
   t.resize(static_cast<size_t>(m1 * wp));
   if (vnni) {
     vnni(q, m1, n1, n2, xq, batch, zero_point, x_scale, wp, t.data());
