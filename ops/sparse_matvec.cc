@@ -697,8 +697,8 @@ __attribute__((target("avx2,fma"))) void spmm_avx2(const Csr& w, const float* xt
 }
 #endif
 
-// DKP_OPS_ISA=generic forces the portable kernels, DKP_OPS_ISA=avx2 the AVX2 ones without register tiles (tests run
-// all three; useful to compare).
+// DKP_OPS_ISA=generic forces the portable kernels, DKP_OPS_ISA=avx2 the AVX2 ones without the AVX-512 tiles (tests
+// run all three; useful to compare).
 Kernels pick_kernels() {
 #if DKP_HAVE_AVX2_PATH
   const char* forced = std::getenv("DKP_OPS_ISA");
@@ -706,36 +706,43 @@ Kernels pick_kernels() {
   const bool no_avx512 = generic || (forced && std::strcmp(forced, "avx2") == 0);
   __builtin_cpu_init();
   if (!generic && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    if (!no_avx512 && __builtin_cpu_supports("avx512f")) {
-      const bool integer = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi") &&
-                           __builtin_cpu_supports("avx512vnni");
-      return {spmv_avx2,
+    // integer tiles: AVX-512 VBMI + VNNI's, else (AVX2 CPUs, and AVX-512 ones without VBMI or VNNI such as
+    // Skylake-X) the AVX2 pair tiles
+    Kernels k{spmv_avx2,
               {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>},
               sell_avx2,
-              {tile_avx512<1>, tile_avx512<2>, tile_avx512<3>, tile_avx512<4>},
-              "avx512f+avx2+fma",
-              {integer ? int_tile_avx512<1> : nullptr, integer ? int_tile_avx512<2> : nullptr,
-               integer ? int_tile_avx512<3> : nullptr},
-              {{integer ? int_tile_rows_avx512<1, 1> : nullptr, integer ? int_tile_rows_avx512<1, 2> : nullptr,
-                integer ? int_tile_rows_avx512<1, 3> : nullptr, integer ? int_tile_rows_avx512<1, 4> : nullptr},
-               {integer ? int_tile_rows_avx512<2, 1> : nullptr, integer ? int_tile_rows_avx512<2, 2> : nullptr,
-                integer ? int_tile_rows_avx512<2, 3> : nullptr, integer ? int_tile_rows_avx512<2, 4> : nullptr},
-               {integer ? int_tile_rows_avx512<3, 1> : nullptr, integer ? int_tile_rows_avx512<3, 2> : nullptr,
-                integer ? int_tile_rows_avx512<3, 3> : nullptr, integer ? int_tile_rows_avx512<3, 4> : nullptr}}};
+              {},
+              "avx2+fma",
+              {pair_tile_avx2<1>, pair_tile_avx2<2>, pair_tile_avx2<3>},
+              {{pair_tile_rows_avx2<1, 1>, pair_tile_rows_avx2<1, 2>, pair_tile_rows_avx2<1, 3>,
+                pair_tile_rows_avx2<1, 4>},
+               {pair_tile_rows_avx2<2, 1>, pair_tile_rows_avx2<2, 2>, pair_tile_rows_avx2<2, 3>,
+                pair_tile_rows_avx2<2, 4>},
+               {pair_tile_rows_avx2<3, 1>, pair_tile_rows_avx2<3, 2>, pair_tile_rows_avx2<3, 3>,
+                pair_tile_rows_avx2<3, 4>}},
+              true};
+    if (!no_avx512 && __builtin_cpu_supports("avx512f")) {
+      k.tile[0] = tile_avx512<1>;
+      k.tile[1] = tile_avx512<2>;
+      k.tile[2] = tile_avx512<3>;
+      k.tile[3] = tile_avx512<4>;
+      k.isa = "avx512f+avx2+fma";
+      if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi") &&
+          __builtin_cpu_supports("avx512vnni")) {
+        const IntTileFn one[3] = {int_tile_avx512<1>, int_tile_avx512<2>, int_tile_avx512<3>};
+        const IntRowsFn rows[3][4] = {
+            {int_tile_rows_avx512<1, 1>, int_tile_rows_avx512<1, 2>, int_tile_rows_avx512<1, 3>,
+             int_tile_rows_avx512<1, 4>},
+            {int_tile_rows_avx512<2, 1>, int_tile_rows_avx512<2, 2>, int_tile_rows_avx512<2, 3>,
+             int_tile_rows_avx512<2, 4>},
+            {int_tile_rows_avx512<3, 1>, int_tile_rows_avx512<3, 2>, int_tile_rows_avx512<3, 3>,
+             int_tile_rows_avx512<3, 4>}};
+        std::memcpy(k.itile, one, sizeof(one));
+        std::memcpy(k.itile_rows, rows, sizeof(rows));
+        k.pair_tiles = false;
+      }
     }
-    return {spmv_avx2,
-            {spmm_avx2<4>, spmm_avx2<8>, spmm_avx2<16>},
-            sell_avx2,
-            {},
-            "avx2+fma",
-            {pair_tile_avx2<1>, pair_tile_avx2<2>, pair_tile_avx2<3>},
-            {{pair_tile_rows_avx2<1, 1>, pair_tile_rows_avx2<1, 2>, pair_tile_rows_avx2<1, 3>,
-              pair_tile_rows_avx2<1, 4>},
-             {pair_tile_rows_avx2<2, 1>, pair_tile_rows_avx2<2, 2>, pair_tile_rows_avx2<2, 3>,
-              pair_tile_rows_avx2<2, 4>},
-             {pair_tile_rows_avx2<3, 1>, pair_tile_rows_avx2<3, 2>, pair_tile_rows_avx2<3, 3>,
-              pair_tile_rows_avx2<3, 4>}},
-            true};
+    return k;
   }
 #endif
   return {spmv_generic, {spmm_generic<4>, spmm_generic<8>, spmm_generic<16>}, sell_generic, {}, "generic", {}, {}};

@@ -157,7 +157,9 @@ struct PairTiles {
 // rows of up to 518 non-zeros), so every CPU computes the same function up to the final scaling. On AVX2 CPUs the
 // tiles are PairTiles: x's 64 bytes of a tile sit in four 16-byte tables (each in both halves of a ymm register),
 // four vpshufb look up a step's 32 bytes (8 rows x 4 slots), and vpmaddubsw + vpmaddwd sum each row's
-// 4 products into its int32 lane, exactly (the pairing rule).
+// 4 products into its int32 lane, exactly (the pairing rule); on AVX-512 CPUs without VBMI or VNNI too. From 4 rows
+// of x on, AVX2's tiles leave the product to the op's float products of x - zero_point with the dequantized values
+// (serves): the same up to float32 rounding, which then differs from batch 1's in the last bits.
 class IntegerEll {
  public:
   IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, const float* row_scale);
