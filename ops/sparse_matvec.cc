@@ -587,7 +587,9 @@ DKP_INT_TARGET void int_tile_rows_avx512(const IntTileView& w, const uint8_t* xp
 // Empty slots hold the value 0.
 #define DKP_PAIR_TARGET __attribute__((target("avx2,fma")))
 DKP_PAIR_TARGET DKP_ALWAYS_INLINE void pair_tables(const uint8_t* xb, __m256i t[4]) {
-  for (int k = 0; k < 4; ++k) t[k] = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(xb + 16 * k)));
+  for (int k = 0; k < 4; ++k) {
+    t[k] = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(xb + 16 * k)));
+  }
 }
 
 DKP_PAIR_TARGET DKP_ALWAYS_INLINE __m256i pair_step(__m256i acc, const __m256i t[4], const uint8_t* c,
@@ -769,19 +771,57 @@ struct TileCosts {
   double tile, step, rest, rest_per_row;
 };
 
+// The tiling of W in the model's terms: its number of tiles and the rest's per-row cost. False where no step count
+// can beat SELL-8 alone, because every one costs at least tiles * (tile + step): answered before any count over W,
+// which is O(M * N / cols) whatever nnz is (seconds for a 1e5 x 4e6 W).
+static bool tiles_may_pay(const Csr& w, int64_t min_cols, const TileCosts& c, double* tiles, double* rest_fixed) {
+  const int64_t row_tiles = (w.rows + c.rows - 1) / c.rows;
+  const int64_t col_tiles = (min_cols + c.cols - 1) / c.cols;
+  if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return false;
+  *tiles = static_cast<double>(row_tiles) * static_cast<double>(col_tiles);
+  *rest_fixed = c.rest_per_row * static_cast<double>(w.rows);
+  return *tiles * (c.tile + c.step) < static_cast<double>(w.nnz) + *rest_fixed;
+}
+
+// The step count (0: none, SELL-8 alone for one row of X) the model finds cheapest, covered[s] being the non-zeros
+// that s = 1..max_steps steps take.
+static int cheapest_steps(const int64_t* covered, int max_steps, int64_t nnz, double tiles, double rest_fixed,
+                          const TileCosts& c) {
+  int best = 0;
+  double best_cost = static_cast<double>(nnz) + rest_fixed;
+  for (int s = 1; s <= max_steps; ++s) {
+    const double rest = static_cast<double>(nnz - covered[s]);
+    const double cost = tiles * (c.tile + c.step * s) + c.rest * rest + (rest > 0 ? rest_fixed : 0.0);
+    if (cost < best_cost) {
+      best = s;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+// The last column tile's step count (1..steps) where it is narrower than the others, covered[s] being its
+// non-zeros that s steps take; the rest's cost is counted relative to `steps`' rest.
+static int cheapest_last_steps(const int64_t* covered, int steps, double row_tiles, const TileCosts& c) {
+  int best = steps;
+  double best_cost = row_tiles * c.step * steps;
+  for (int s = 1; s < steps; ++s) {
+    const double cost = row_tiles * c.step * s + c.rest * static_cast<double>(covered[steps] - covered[s]);
+    if (cost < best_cost) {
+      best = s;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
 // How many steps per tile (0: none) the model finds cheapest for W.
 static int tile_steps_for(const Csr& w, int64_t min_cols, const TileCosts& c) {
   constexpr int kMaxSteps = 4;
   const int max_steps = std::min(c.max_steps, kMaxSteps);
-  const int64_t row_tiles = (w.rows + c.rows - 1) / c.rows;
+  double tiles = 0, rest_fixed = 0;
+  if (!tiles_may_pay(w, min_cols, c, &tiles, &rest_fixed)) return 0;
   const int64_t col_tiles = (min_cols + c.cols - 1) / c.cols;
-  if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return 0;
-  const double tiles = static_cast<double>(row_tiles) * static_cast<double>(col_tiles);
-  const double rest_fixed = c.rest_per_row * static_cast<double>(w.rows);
-  const double no_tiles = static_cast<double>(w.nnz) + rest_fixed;  // SELL-8 alone, one row of X
-  // Every step count costs at least tiles * (tile + step), more than no tiles at all when W is this sparse for its
-  // size: answer before the count below, which is O(M * N / cols) whatever nnz is (seconds for a 1e5 x 4e6 W).
-  if (tiles * (c.tile + c.step) >= no_tiles) return 0;
   int64_t covered[kMaxSteps + 1] = {};  // non-zeros the tiles take with 0..max_steps steps
   std::vector<int32_t> count(static_cast<size_t>(col_tiles));
   for (int64_t i = 0; i < w.rows; ++i) {
@@ -791,17 +831,7 @@ static int tile_steps_for(const Csr& w, int64_t min_cols, const TileCosts& c) {
       for (int s = 1; s <= max_steps; ++s) covered[s] += std::min(n, c.per_step * s);
     }
   }
-  int best = 0;
-  double best_cost = no_tiles;
-  for (int s = 1; s <= max_steps; ++s) {
-    const double rest = static_cast<double>(w.nnz - covered[s]);
-    const double cost = tiles * (c.tile + c.step * s) + c.rest * rest + (rest > 0 ? rest_fixed : 0.0);
-    if (cost < best_cost) {
-      best = s;
-      best_cost = cost;
-    }
-  }
-  return best;
+  return cheapest_steps(covered, max_steps, w.nnz, tiles, rest_fixed, c);
 }
 
 // Walks W row by row: the first `capacity` non-zeros of each row in each `tile_cols`-wide column tile (the last
@@ -997,17 +1027,7 @@ static int last_tile_steps(const Csr& w, int64_t min_cols, int steps) {
     for (int s = 1; s <= steps; ++s) covered[s] += std::min<int64_t>(n, IntTileView::kPerRow * s);
   }
   const double row_tiles = static_cast<double>((w.rows + IntTileView::kRows - 1) / IntTileView::kRows);
-  const TileCosts& c = kIntegerTileCosts;
-  int best = steps;
-  double best_cost = row_tiles * c.step * steps;  // the rest's cost is relative to `steps`' rest
-  for (int s = 1; s < steps; ++s) {
-    const double cost = row_tiles * c.step * s + c.rest * static_cast<double>(covered[steps] - covered[s]);
-    if (cost < best_cost) {
-      best = s;
-      best_cost = cost;
-    }
-  }
-  return best;
+  return cheapest_last_steps(covered, steps, row_tiles, kIntegerTileCosts);
 }
 
 // The AVX2 integer tiles (PairTiles), fitted on the Zen 3 here (C++ harness, 2600 x 1300 at 4% density, 130,180
@@ -1072,12 +1092,9 @@ bool IntegerEll::lay_out_pair_tiles(const Csr& w, int64_t min_cols, const int8_t
   constexpr int kRows = PairTiles::kRows, kCols = PairTiles::kCols, kLanes = PairTiles::kLanes;
   constexpr int kPairs = PairTiles::kPairsPerRow, kMaxSteps = 3;
   const TileCosts& c = kPairTileCosts;
+  double tiles = 0, rest_fixed = 0;
+  if (!tiles_may_pay(w, min_cols, c, &tiles, &rest_fixed)) return false;
   const int64_t row_tiles = (w.rows + kRows - 1) / kRows, col_tiles = (min_cols + kCols - 1) / kCols;
-  if (w.nnz == 0 || row_tiles == 0 || col_tiles == 0) return false;
-  const double tiles = static_cast<double>(row_tiles) * static_cast<double>(col_tiles);
-  const double rest_fixed = c.rest_per_row * static_cast<double>(w.rows);
-  const double no_tiles = static_cast<double>(w.nnz) + rest_fixed;
-  if (tiles * (c.tile + c.step) >= no_tiles) return false;  // too sparse for its size (see tile_steps_for)
   // the non-zeros that 1..3 steps hold, in the full column tiles and in the last one (narrower where N % 64 != 0)
   int64_t covered[kMaxSteps + 1] = {}, covered_last[kMaxSteps + 1] = {};
   for_each_pair_tile(w, qvalues, [&](int64_t, int64_t b, const std::vector<std::array<int64_t, 2>>& pairs) {
@@ -1087,29 +1104,13 @@ bool IntegerEll::lay_out_pair_tiles(const Csr& w, int64_t min_cols, const int8_t
       (b + 1 == col_tiles ? covered_last : covered)[s] += n;
     }
   });
-  int steps = 0;
-  double best = no_tiles;
-  for (int s = 1; s <= kMaxSteps; ++s) {
-    const double rest = static_cast<double>(w.nnz - covered[s] - covered_last[s]);
-    const double cost = tiles * (c.tile + c.step * s) + c.rest * rest + (rest > 0 ? rest_fixed : 0.0);
-    if (cost < best) {
-      steps = s;
-      best = cost;
-    }
-  }
+  int64_t covered_all[kMaxSteps + 1] = {};
+  for (int s = 1; s <= kMaxSteps; ++s) covered_all[s] = covered[s] + covered_last[s];
+  const int steps = cheapest_steps(covered_all, kMaxSteps, w.nnz, tiles, rest_fixed, c);
   if (steps == 0) return false;
-  int last_steps = steps;  // the last column tile's, by the same model
-  if (col_tiles >= 2 && min_cols % kCols != 0) {
-    double best_last = static_cast<double>(row_tiles) * c.step * steps;
-    for (int s = 1; s < steps; ++s) {
-      const double cost = static_cast<double>(row_tiles) * c.step * s +
-                          c.rest * static_cast<double>(covered_last[steps] - covered_last[s]);
-      if (cost < best_last) {
-        last_steps = s;
-        best_last = cost;
-      }
-    }
-  }
+  const int last_steps = col_tiles >= 2 && min_cols % kCols != 0
+                             ? cheapest_last_steps(covered_last, steps, static_cast<double>(row_tiles), c)
+                             : steps;
   tile_height_ = kRows;
   tile_width_ = kCols;
   tiles_.rows = rows_;
@@ -1136,8 +1137,9 @@ bool IntegerEll::lay_out_pair_tiles(const Csr& w, int64_t min_cols, const int8_t
           rest_of[static_cast<size_t>(i)].push_back(k);
           continue;
         }
-        const size_t at = static_cast<size_t>(t * row_steps + b * steps + static_cast<int64_t>(p / kPairs)) * kLanes +
-                          static_cast<size_t>(PairTiles::byte_of(static_cast<int>(r), 2 * static_cast<int>(p % kPairs) + e));
+        const int64_t step = t * row_steps + b * steps + static_cast<int64_t>(p / kPairs);
+        const int slot = 2 * static_cast<int>(p % kPairs) + e;
+        const size_t at = static_cast<size_t>(step * kLanes + PairTiles::byte_of(static_cast<int>(r), slot));
         tile_cols_[at] = static_cast<uint8_t>(w.col_idx[k] % kCols);
         tile_values_[at] = qvalues[k];
         value_sum_[static_cast<size_t>(i)] += qvalues[k];
@@ -1198,9 +1200,9 @@ IntegerEll::IntegerEll(const Csr& w, int64_t min_cols, const int8_t* qvalues, co
     : rows_(w.rows), min_cols_(min_cols) {
   std::vector<int32_t> rest_rp, rest_ci;
   std::vector<int8_t> rest_q;
+  const auto lay_out = kernels().pair_tiles ? &IntegerEll::lay_out_pair_tiles : &IntegerEll::lay_out_int_tiles;
   const bool tiled = kernels().itile[0] && longest_row(w) <= kMaxIntegerRow &&
-                     (kernels().pair_tiles ? lay_out_pair_tiles(w, min_cols, qvalues, row_scale, &rest_rp, &rest_ci, &rest_q)
-                                           : lay_out_int_tiles(w, min_cols, qvalues, row_scale, &rest_rp, &rest_ci, &rest_q));
+                     (this->*lay_out)(w, min_cols, qvalues, row_scale, &rest_rp, &rest_ci, &rest_q);
   if (!tiled) {
     rest_ = std::make_unique<const SlicedEll>(w, min_cols, qvalues, row_scale);
     return;
@@ -1309,7 +1311,9 @@ void IntegerEll::tile_bytes(const uint8_t* x, uint8_t* out) const {
   std::fill(out + min_cols_, out + width, uint8_t{0});  // columns past min_cols meet only zeros
   if (!kernels().pair_tiles) return;
   for (int64_t b = 0; b < width; b += PairTiles::kCols) {  // t_k = x_k ^ x_(k-1), from the top (pair_tables)
-    for (int64_t j = b + PairTiles::kCols - 1; j >= b + 16; --j) out[j] ^= out[j - 16];
+    for (int64_t k = PairTiles::kCols / 16 - 1; k >= 1; --k) {
+      for (int64_t j = b + 16 * k; j < b + 16 * (k + 1); ++j) out[j] ^= out[j - 16];
+    }
   }
 }
 
