@@ -116,12 +116,13 @@ std::string shape_str(const std::vector<int64_t>& dims) {
 const Api* g_api_parallel = nullptr;
 constexpr int kParallelParts = 8;       // parts of W's rows per product at batch >= 2
 constexpr int64_t kParallelMinNnz = 16384;  // below this a product is too short to share out
+constexpr int64_t kKeptScratch = int64_t{1} << 20;  // floats of X's transposition a thread keeps between calls
 
 // One product split by rows of W: part p computes rows bounds[p] .. bounds[p + 1] for every row of X.
 struct RowParts {
   const dkp::Csr* w;
   const float* x;
-  std::vector<std::vector<float>> xt;  // X transposed once, shared by the parts
+  const std::vector<std::vector<float>>* xt;  // X transposed once, shared by the parts
   int64_t batch, n;
   const float* y0;
   bool y0_broadcast;
@@ -129,18 +130,11 @@ struct RowParts {
   std::vector<int64_t> bounds;
 };
 
-void run_transpose_part(void* data, size_t p) {
-  RowParts& job = *static_cast<RowParts*>(data);
-  const int64_t c0 = job.n * static_cast<int64_t>(p) / kParallelParts;
-  const int64_t c1 = job.n * static_cast<int64_t>(p + 1) / kParallelParts;
-  dkp::transpose_columns(job.x, job.batch, job.n, c0, c1, &job.xt);
-}
-
 void run_row_part(void* data, size_t p) {
   const RowParts& job = *static_cast<const RowParts*>(data);
   const int64_t r0 = job.bounds[p], r1 = job.bounds[p + 1];
   if (r1 > r0) {
-    dkp::csr_matmul_rows(*job.w, r0, r1, job.x, job.xt, job.batch, job.n, job.y0, job.y0_broadcast, job.y);
+    dkp::csr_matmul_rows(*job.w, r0, r1, job.x, *job.xt, job.batch, job.n, job.y0, job.y0_broadcast, job.y);
   }
 }
 
@@ -636,10 +630,19 @@ struct Kernel {
     if (batch >= 2 && g_api_parallel && csr.nnz >= kParallelMinNnz) {
       // Rows of W split into parts of about equal nnz, run on onnxruntime's intra-op thread pool (its size is the
       // session's intra_op_num_threads; with one thread the parts run in turn here).
-      RowParts job{&csr, xs, dkp::transpose_blocks(xs, batch, n, false), batch, n, y0s, y0_broadcast, y, {}};
-      if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_transpose_part, kParallelParts, 0, &job)) {
-        return error(take_message(api, st));
-      }
+      // X's transposition is short (~1 us at 8 x 1300): on this thread, one pool dispatch fewer. Its storage is
+      // this thread's, kept between calls up to kKeptScratch floats (an allocation and its page faults cost more
+      // than the transposition).
+      thread_local std::vector<std::vector<float>> xt;
+      dkp::transpose_blocks(xs, batch, n, &xt);
+      struct Release {
+        std::vector<std::vector<float>>& xt;
+        int64_t floats;
+        ~Release() {
+          if (floats > kKeptScratch) std::vector<std::vector<float>>().swap(xt);
+        }
+      } release{xt, batch * n};
+      RowParts job{&csr, xs, &xt, batch, n, y0s, y0_broadcast, y, {}};
       job.bounds.push_back(0);
       for (int p = 1; p < kParallelParts; ++p) {
         const int64_t target = csr.nnz * p / kParallelParts;

@@ -1355,6 +1355,45 @@ void IntegerEll::matvec_sell(const uint8_t* x, uint8_t zero_point, float x_scale
   }
 }
 
+namespace {
+// out[j * width + i] = x[i * n + c0 + j] for rows i < 4 and columns j < 4 (one 4 x 4 transposition)
+DKP_ALWAYS_INLINE void transpose4x4(const float* x, int64_t n, int64_t c0, float* out, int64_t width) {
+#if defined(__clang__) || __GNUC__ >= 12  // __builtin_shufflevector
+  Float4 a, b, c, d;
+  std::memcpy(&a, x + c0, sizeof a);
+  std::memcpy(&b, x + n + c0, sizeof b);
+  std::memcpy(&c, x + 2 * n + c0, sizeof c);
+  std::memcpy(&d, x + 3 * n + c0, sizeof d);
+  const Float4 ab0 = __builtin_shufflevector(a, b, 0, 4, 1, 5), ab1 = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+  const Float4 cd0 = __builtin_shufflevector(c, d, 0, 4, 1, 5), cd1 = __builtin_shufflevector(c, d, 2, 6, 3, 7);
+  const Float4 t[4] = {__builtin_shufflevector(ab0, cd0, 0, 1, 4, 5), __builtin_shufflevector(ab0, cd0, 2, 3, 6, 7),
+                       __builtin_shufflevector(ab1, cd1, 0, 1, 4, 5), __builtin_shufflevector(ab1, cd1, 2, 3, 6, 7)};
+  for (int j = 0; j < 4; ++j) std::memcpy(out + (c0 + j) * width, &t[j], sizeof(Float4));
+#else
+  for (int j = 0; j < 4; ++j) {
+    for (int i = 0; i < 4; ++i) out[(c0 + j) * width + i] = x[i * n + c0 + j];
+  }
+#endif
+}
+
+// Rows x[0 .. nb) (nb in 2..16) transposed to [n, width], width 4, 8 or 16 (lanes past nb zero).
+void transpose_block(const float* x, int64_t nb, int64_t n, std::vector<float>* block) {
+  const int64_t width = int64_t{4} << (nb <= 4 ? 0 : nb <= 8 ? 1 : 2);
+  block->resize(static_cast<size_t>(n * width));  // every lane is written below: no fill
+  float* out = block->data();
+  for (int64_t r0 = 0; r0 < width; r0 += 4) {  // 4 lanes at a time: rows of X, then zeros past the block
+    const float* xr = x + r0 * n;
+    int64_t c = 0;
+    if (nb - r0 >= 4) {
+      for (; c + 4 <= n; c += 4) transpose4x4(xr, n, c, out + r0, width);
+    }
+    for (; c < n; ++c) {
+      for (int64_t i = 0; i < 4; ++i) out[c * width + r0 + i] = r0 + i < nb ? xr[i * n + c] : 0.f;
+    }
+  }
+}
+}  // namespace
+
 void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batch, int64_t n, const float* y0,
                 bool y0_broadcast, float* y) {
   const Kernels& kn = kernels();
@@ -1381,42 +1420,20 @@ void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batc
       }
       continue;
     }
-    const int slot = nb <= 4 ? 0 : nb <= 8 ? 1 : 2;
-    const int64_t width = int64_t{4} << slot;
-    xt.assign(static_cast<size_t>(n * width), 0.f);
-    for (int64_t r = 0; r < nb; ++r) {
-      const float* xr = x + (b0 + r) * n;
-      for (int64_t c = 0; c < n; ++c) xt[c * width + r] = xr[c];
-    }
-    kn.spmm[slot](w, xt.data(), nb, y0b, y0_stride, y + b0 * m, m);
+    transpose_block(x + b0 * n, nb, n, &xt);
+    kn.spmm[nb <= 4 ? 0 : nb <= 8 ? 1 : 2](w, xt.data(), nb, y0b, y0_stride, y + b0 * m, m);
   }
 }
 
-std::vector<std::vector<float>> transpose_blocks(const float* x, int64_t batch, int64_t n, bool fill) {
-  std::vector<std::vector<float>> out;
-  for (int64_t b0 = 0; b0 < batch; b0 += 16) {
-    const int64_t nb = std::min<int64_t>(16, batch - b0);
-    if (nb == 1) {  // a single row is read as it is
-      out.emplace_back();
-      continue;
-    }
-    const int64_t width = int64_t{4} << (nb <= 4 ? 0 : nb <= 8 ? 1 : 2);
-    out.emplace_back(static_cast<size_t>(n * width), 0.f);
-  }
-  if (fill) transpose_columns(x, batch, n, 0, n, &out);
-  return out;
-}
-
-void transpose_columns(const float* x, int64_t batch, int64_t n, int64_t c0, int64_t c1,
-                       std::vector<std::vector<float>>* xt) {
+void transpose_blocks(const float* x, int64_t batch, int64_t n, std::vector<std::vector<float>>* xt) {
+  xt->resize(static_cast<size_t>((batch + 15) / 16));
   for (int64_t b0 = 0, k = 0; b0 < batch; b0 += 16, ++k) {
     std::vector<float>& block = (*xt)[static_cast<size_t>(k)];
-    if (block.empty()) continue;
     const int64_t nb = std::min<int64_t>(16, batch - b0);
-    const int64_t width = static_cast<int64_t>(block.size()) / n;
-    for (int64_t r = 0; r < nb; ++r) {
-      const float* xr = x + (b0 + r) * n;
-      for (int64_t c = c0; c < c1; ++c) block[c * width + r] = xr[c];
+    if (nb == 1) {  // a single row is read as it is
+      block.clear();
+    } else {
+      transpose_block(x + b0 * n, nb, n, &block);
     }
   }
 }

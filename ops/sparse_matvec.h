@@ -217,12 +217,10 @@ const char* integer_tiles_isa();
 void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batch, int64_t n, const float* y0,
                 bool y0_broadcast, float* y);
 
-// X [batch, n] in blocks of up to 16 rows, each transposed to [n, width] (width 4, 8 or 16; empty for a block of
-// one row): what csr_matmul_rows reads, made once per product and shared by its parts. `fill` false: only
-// allocated, for transpose_columns to fill in parts (on several threads).
-std::vector<std::vector<float>> transpose_blocks(const float* x, int64_t batch, int64_t n, bool fill = true);
-void transpose_columns(const float* x, int64_t batch, int64_t n, int64_t c0, int64_t c1,
-                       std::vector<std::vector<float>>* xt);
+// X [batch, n] in blocks of up to 16 rows, each transposed to [n, width] (width 4, 8 or 16, lanes past the block's
+// rows zero; empty for a block of one row): what csr_matmul_rows reads, made once per product and shared by its
+// parts. Reuses xt's storage.
+void transpose_blocks(const float* x, int64_t batch, int64_t n, std::vector<std::vector<float>>* xt);
 
 // Rows [r0, r1) of csr_matmul's Y for every b < batch (W streamed once per block of X's rows): one part of a
 // product split over threads. `xt` from transpose_blocks(x, batch, n); y0 and y as in csr_matmul (full

@@ -130,14 +130,14 @@ def test_batch_products_split_over_the_intra_op_pool(threads: int, broadcast: bo
     every batch size around the 16-row blocks, empty rows included, Y0 per row or broadcast (SparseMatVecInteger
     too: its float product on X - x_zero_point, then the scaling)."""
     rng = np.random.default_rng(threads)
-    w = random_csr(rng, 700, 900, 0.05)
+    w = random_csr(rng, 700, 903, 0.05)
     keep = np.ones(700)
     keep[5:40] = 0  # a run of empty rows inside a part
     w = (sp.diags(keep) @ w).tocsr()
     w.eliminate_zeros()
     assert w.nnz >= 16384
     for batch in (2, 7, 16, 17, 33):
-        x = rng.standard_normal((batch, 900)).astype(np.float32)
+        x = rng.standard_normal((batch, 903)).astype(np.float32)
         y0 = rng.standard_normal((700,) if broadcast else (batch, 700)).astype(np.float32)
         for constant in (True, False):
             assert_matches(*run_case(w, x, y0, constant=constant, threads=threads))
