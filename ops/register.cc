@@ -138,6 +138,21 @@ void run_row_part(void* data, size_t p) {
   }
 }
 
+// A batch product through SlicedEll's register tiles: part p is window p of W's rows.
+struct TileParts {
+  const dkp::SlicedEll* ell;
+  const dkp::SlicedEll::BatchX* x;
+  const float* y0;
+  int64_t y0_stride;
+  float* y;
+};
+
+void run_tile_part(void* data, size_t p) {
+  const TileParts& job = *static_cast<const TileParts*>(data);
+  const int64_t w = static_cast<int64_t>(p);
+  job.ell->matmul_part(*job.x, w, w + 1, job.y0, job.y0_stride, job.y);
+}
+
 // A task on onnxruntime's pool threads must not let an exception out (the caller's try does not cover them): it
 // keeps the message of one that failed (std::bad_alloc of its scratch) here, for the caller to report.
 struct PoolFailure {
@@ -627,6 +642,25 @@ struct Kernel {
   // Y = X @ W^T (+ Y0) for float X: on onnxruntime's thread pool at batch >= 2, else here.
   Status* product(dkp_ort::KernelContext* ctx, const dkp::Csr& csr, const float* xs, int64_t batch, int64_t n,
                   const float* y0s, bool y0_broadcast, float* y) const {
+    if (g_api_parallel && csr.nnz >= kParallelMinNnz && ell && ell->serves_batch(batch)) {
+      // 2 to 5 rows of X through W's register tiles, windows of W's rows on onnxruntime's pool; X's copies are
+      // this thread's, kept as the transposition's above
+      thread_local dkp::SlicedEll::BatchX bx;
+      ell->prepare_batch(xs, batch, n, &bx);
+      struct Release {
+        dkp::SlicedEll::BatchX& bx;
+        int64_t floats;
+        ~Release() {
+          if (floats > kKeptScratch) bx = dkp::SlicedEll::BatchX();
+        }
+      } release{bx, batch * n};
+      TileParts job{ell.get(), &bx, y0s, y0_broadcast ? 0 : csr.rows, y};
+      if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_tile_part,
+                                                                 static_cast<size_t>(ell->windows()), 0, &job)) {
+        return error(take_message(api, st));
+      }
+      return nullptr;
+    }
     if (batch >= 2 && g_api_parallel && csr.nnz >= kParallelMinNnz) {
       // Rows of W split into parts of about equal nnz, run on onnxruntime's intra-op thread pool (its size is the
       // session's intra_op_num_threads; with one thread the parts run in turn here).

@@ -153,6 +153,48 @@ DKP_ALWAYS_INLINE void spmm_block(const Csr& w, const float* xt, int64_t nb, con
 
 typedef float Float4 __attribute__((vector_size(16)));  // SSE2 / NEON register
 
+// out[j * width + i] = x[i * n + c0 + j] for rows i < 4 and columns j < 4 (one 4 x 4 transposition)
+DKP_ALWAYS_INLINE void transpose4x4(const float* x, int64_t n, int64_t c0, float* out, int64_t width) {
+#if defined(__clang__) || __GNUC__ >= 12  // __builtin_shufflevector
+  Float4 a, b, c, d;
+  std::memcpy(&a, x + c0, sizeof a);
+  std::memcpy(&b, x + n + c0, sizeof b);
+  std::memcpy(&c, x + 2 * n + c0, sizeof c);
+  std::memcpy(&d, x + 3 * n + c0, sizeof d);
+  const Float4 ab0 = __builtin_shufflevector(a, b, 0, 4, 1, 5), ab1 = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+  const Float4 cd0 = __builtin_shufflevector(c, d, 0, 4, 1, 5), cd1 = __builtin_shufflevector(c, d, 2, 6, 3, 7);
+  const Float4 t[4] = {__builtin_shufflevector(ab0, cd0, 0, 1, 4, 5), __builtin_shufflevector(ab0, cd0, 2, 3, 6, 7),
+                       __builtin_shufflevector(ab1, cd1, 0, 1, 4, 5), __builtin_shufflevector(ab1, cd1, 2, 3, 6, 7)};
+  for (int j = 0; j < 4; ++j) std::memcpy(out + (c0 + j) * width, &t[j], sizeof(Float4));
+#else
+  for (int j = 0; j < 4; ++j) {
+    for (int i = 0; i < 4; ++i) out[(c0 + j) * width + i] = x[i * n + c0 + j];
+  }
+#endif
+}
+
+// out[c * width + r] = x[r * n + c] for c < cols, r < width (zero for r >= nb): rows x[0 .. nb), nb <= width,
+// width a multiple of 4.
+void transpose_rows(const float* x, int64_t n, int64_t nb, int64_t cols, int64_t width, float* out) {
+  for (int64_t r0 = 0; r0 < width; r0 += 4) {  // 4 lanes at a time: rows of X, then zeros past them
+    const float* xr = x + r0 * n;
+    int64_t c = 0;
+    if (nb - r0 >= 4) {
+      for (; c + 4 <= cols; c += 4) transpose4x4(xr, n, c, out + r0, width);
+    }
+    for (; c < cols; ++c) {
+      for (int64_t i = 0; i < 4; ++i) out[c * width + r0 + i] = r0 + i < nb ? xr[i * n + c] : 0.f;
+    }
+  }
+}
+
+// Rows x[0 .. nb) (nb in 2..16) transposed to [n, width], width 4, 8 or 16 (lanes past nb zero).
+void transpose_block(const float* x, int64_t nb, int64_t n, std::vector<float>* block) {
+  const int64_t width = int64_t{4} << (nb <= 4 ? 0 : nb <= 8 ? 1 : 2);
+  block->resize(static_cast<size_t>(n * width));  // every lane is written: no fill
+  transpose_rows(x, n, nb, n, width, block->data());
+}
+
 // The 8 column indices at c, read as four 64-bit words where the byte order allows it.
 DKP_ALWAYS_INLINE void column_pairs(const int32_t* c, uint32_t* out) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -172,6 +214,9 @@ using SpmvFn = void (*)(const Csr&, const float*, const float*, float*);
 using SpmmFn = void (*)(const Csr&, const float*, int64_t, const float*, int64_t, float*, int64_t);
 using SellFn = void (*)(const SellView&, const float*, const float*, float*);
 using TileFn = void (*)(const TileView&, const float*, const float*, float*);
+using TileRowsFn = void (*)(const TileView&, int64_t, int64_t, const float*, int64_t, float*, int64_t);
+using SellRowsFn = void (*)(const SellView&, int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t,
+                            const float*, int64_t, float*, int64_t);
 using IntTileFn = void (*)(const IntTileView&, const uint8_t*, uint8_t, float, const float*, float*);
 using IntRowsFn = void (*)(const IntTileView&, const uint8_t*, int64_t, uint8_t, float*, int64_t);
 
@@ -184,6 +229,8 @@ struct Kernels {
   IntTileFn itile[3];  // integer tiles with 1..3 steps; null without AVX-512 VBMI + VNNI
   IntRowsFn itile_rows[3][4];  // the same for 1..4 rows of X at once ([steps - 1][rows - 1])
   bool pair_tiles = false;     // the integer tiles are PairTiles (AVX2), else IntTileView's AVX-512 layout
+  TileRowsFn tile_rows[4][SlicedEll::kBatchRows] = {};  // register tiles for 1..5 rows of X ([steps - 1][rows - 1])
+  SellRowsFn sell_rows = nullptr;  // SELL-8 for up to 8 rows of X, after the tiles
 };
 
 // The 8 sums of one SELL-8 slice go back to their rows (scaled by the row's scale for int8 values); lanes past
@@ -420,6 +467,97 @@ __attribute__((target("avx512f"))) void tile_avx512(const TileView& w, const flo
     tile_avx512_values<Steps>(w, w.qvalues, xp, y0, y);
   } else {
     tile_avx512_values<Steps>(w, w.values, xp, y0, y);
+  }
+}
+
+// The register tiles for R rows of X at once (R <= SlicedEll::kBatchRows; SlicedEll::matmul_part): each row's 32 columns of a tile sit
+// in two zmm registers, and a step's offsets, mask and values, loaded once, serve all R rows (R permutes and R FMAs
+// per step, where R one-row passes would repeat the loads and the offsets' widening R times). Row tiles [t0, t1);
+// part[r * ldp + row - 16 * t0] = the unscaled tile sums of row r of X.
+template <int Steps, int R, typename Val>
+__attribute__((target("avx512f"))) DKP_ALWAYS_INLINE void tile_rows_avx512_values(const TileView& w, const Val* v,
+                                                                                  int64_t t0, int64_t t1,
+                                                                                  const float* xz, int64_t ldx,
+                                                                                  float* part, int64_t ldp) {
+  constexpr int kRows = TileView::kRows;
+  constexpr int kCols = TileView::kCols;
+  const int64_t first_step = t0 * w.col_tiles * Steps;
+  const uint8_t* c = w.cols + first_step * kRows;
+  const uint16_t* m = w.mask + first_step;
+  v += first_step * kRows;
+  for (int64_t t = t0; t < t1; ++t) {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < w.col_tiles; ++b) {
+      __m512 lo[R], hi[R];
+      for (int r = 0; r < R; ++r) {
+        lo[r] = _mm512_loadu_ps(xz + r * ldx + b * kCols);
+        hi[r] = _mm512_loadu_ps(xz + r * ldx + b * kCols + kRows);
+      }
+      for (int j = 0; j < Steps; ++j) {
+        const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+        const __mmask16 mask = static_cast<__mmask16>(*m);
+        const __m512 values = load_values16(v);
+        for (int r = 0; r < R; ++r) {
+          acc[r] = _mm512_fmadd_ps(values, _mm512_maskz_permutex2var_ps(mask, lo[r], idx, hi[r]), acc[r]);
+        }
+        v += kRows;
+        c += kRows;
+        ++m;
+      }
+    }
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(part + r * ldp + (t - t0) * kRows, acc[r]);
+  }
+}
+
+template <int Steps, int R>
+__attribute__((target("avx512f"))) void tile_rows_avx512(const TileView& w, int64_t t0, int64_t t1, const float* xz,
+                                                         int64_t ldx, float* part, int64_t ldp) {
+  if (w.qvalues) {
+    tile_rows_avx512_values<Steps, R>(w, w.qvalues, t0, t1, xz, ldx, part, ldp);
+  } else {
+    tile_rows_avx512_values<Steps, R>(w, w.values, t0, t1, xz, ldx, part, ldp);
+  }
+}
+
+// The SELL-8 rest of SlicedEll::matmul for up to 8 rows of X, slices [s0, s1): xt is X transposed ([column][8],
+// row pad_col zero), each non-zero one 8-lane FMA into its row's accumulator; then each row of W gets its tile sums
+// added (part[b * ldp + row - r0]), its scale and Y0: y[b * ys + row] for b < nb.
+template <typename Val>
+__attribute__((target("avx512f,fma"))) DKP_ALWAYS_INLINE void sell_rows_avx512_values(
+    const SellView& w, const Val* vals, int64_t s0, int64_t s1, const float* xt, int64_t nb, const float* part,
+    int64_t ldp, int64_t r0, const float* y0, int64_t y0s, float* y, int64_t ys) {
+  constexpr int kSlice = SellView::kSlice;
+  for (int64_t s = s0; s < s1; ++s) {
+    __m256 acc[kSlice];
+    for (int r = 0; r < kSlice; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t k = w.slice_start[s], end = w.slice_start[s + 1]; k < end; k += kSlice) {
+      for (int r = 0; r < kSlice; ++r) {
+        const __m256 xv = _mm256_loadu_ps(xt + static_cast<int64_t>(w.cols[k + r]) * kSlice);
+        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(static_cast<float>(vals[k + r])), xv, acc[r]);
+      }
+    }
+    alignas(32) float out[kSlice][kSlice];
+    for (int r = 0; r < kSlice; ++r) _mm256_store_ps(out[r], acc[r]);
+    for (int r = 0; r < kSlice; ++r) {
+      const int32_t row = w.row_of[s * kSlice + r];
+      if (row < 0) continue;
+      for (int64_t b = 0; b < nb; ++b) {
+        float v = part ? part[b * ldp + row - r0] + out[r][b] : out[r][b];
+        if (w.row_scale) v *= w.row_scale[row];
+        y[b * ys + row] = y0 ? v + y0[b * y0s + row] : v;
+      }
+    }
+  }
+}
+
+__attribute__((target("avx512f,fma"))) void sell_rows_avx512(const SellView& w, int64_t s0, int64_t s1, const float* xt,
+                                                         int64_t nb, const float* part, int64_t ldp, int64_t r0,
+                                                         const float* y0, int64_t y0s, float* y, int64_t ys) {
+  if (w.qvalues) {
+    sell_rows_avx512_values(w, w.qvalues, s0, s1, xt, nb, part, ldp, r0, y0, y0s, y, ys);
+  } else {
+    sell_rows_avx512_values(w, w.values, s0, s1, xt, nb, part, ldp, r0, y0, y0s, y, ys);
   }
 }
 #if defined(__GNUC__) && !defined(__clang__)
@@ -728,6 +866,17 @@ Kernels pick_kernels() {
       k.tile[1] = tile_avx512<2>;
       k.tile[2] = tile_avx512<3>;
       k.tile[3] = tile_avx512<4>;
+      const TileRowsFn rows[4][SlicedEll::kBatchRows] = {
+          {tile_rows_avx512<1, 1>, tile_rows_avx512<1, 2>, tile_rows_avx512<1, 3>,
+           tile_rows_avx512<1, 4>, tile_rows_avx512<1, 5>},
+          {tile_rows_avx512<2, 1>, tile_rows_avx512<2, 2>, tile_rows_avx512<2, 3>,
+           tile_rows_avx512<2, 4>, tile_rows_avx512<2, 5>},
+          {tile_rows_avx512<3, 1>, tile_rows_avx512<3, 2>, tile_rows_avx512<3, 3>,
+           tile_rows_avx512<3, 4>, tile_rows_avx512<3, 5>},
+          {tile_rows_avx512<4, 1>, tile_rows_avx512<4, 2>, tile_rows_avx512<4, 3>,
+           tile_rows_avx512<4, 4>, tile_rows_avx512<4, 5>}};
+      std::memcpy(k.tile_rows, rows, sizeof(rows));
+      k.sell_rows = sell_rows_avx512;
       k.isa = "avx512f+avx2+fma";
       if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi") &&
           __builtin_cpu_supports("avx512vnni")) {
@@ -969,6 +1118,57 @@ void SlicedEll::build_sell(const int32_t* rp, const int32_t* ci, const Val* v) {
       }
     }
   }
+}
+
+bool SlicedEll::serves_batch(int64_t batch) const {
+  return batch >= 2 && batch <= kBatchRows && tiles_.steps > 0 && kernels().sell_rows;
+}
+
+int64_t SlicedEll::windows() const { return (rows_ + kSortWindow - 1) / kSortWindow; }
+
+void SlicedEll::prepare_batch(const float* x, int64_t batch, int64_t n, BatchX* bx) const {
+  constexpr int64_t kLanes = SellView::kSlice;  // the rest's FMAs: 8 lanes, one per row of X
+  const int64_t ld = std::max<int64_t>(tiles_.col_tiles * TileView::kCols, pad_col_ + 1);
+  bx->batch = batch;
+  bx->ld = ld;
+  bx->padded.resize(static_cast<size_t>(batch * ld));
+  for (int64_t b = 0; b < batch; ++b) {  // columns past min_cols zero, as the one-row product's copy
+    float* row = bx->padded.data() + b * ld;
+    std::memcpy(row, x + b * n, static_cast<size_t>(pad_col_) * sizeof(float));
+    std::fill(row + pad_col_, row + ld, 0.f);
+  }
+  bx->transposed.resize(static_cast<size_t>((pad_col_ + 1) * kLanes));
+  float* out = bx->transposed.data();
+  transpose_rows(x, n, batch, pad_col_, kLanes, out);
+  std::fill(out + pad_col_ * kLanes, out + (pad_col_ + 1) * kLanes, 0.f);  // the padding's column: an exact 0
+}
+
+void SlicedEll::matmul_part(const BatchX& bx, int64_t w0, int64_t w1, const float* y0, int64_t y0_stride,
+                            float* y) const {
+  constexpr int kRows = TileView::kRows;
+  const Kernels& kn = kernels();
+  const int64_t r0 = w0 * kSortWindow, r1 = std::min(rows_, w1 * kSortWindow);
+  if (r1 <= r0) return;
+  const int64_t t0 = r0 / kRows, t1 = (r1 + kRows - 1) / kRows;
+  const int64_t ldp = (t1 - t0) * kRows;
+  thread_local AlignedVector<float> part;  // the tiles' sums, which the SELL-8 pass adds the rest to
+  part.resize(static_cast<size_t>(bx.batch * ldp));
+  kn.tile_rows[tiles_.steps - 1][bx.batch - 1](tiles_, t0, t1, bx.padded.data(), bx.ld, part.data(), ldp);
+  const SellView view{static_cast<int64_t>(slice_start_.size()) - 1, slice_start_.data(), row_of_.data(),
+                      cols_.data(), row_scale_.empty() ? values_.data() : nullptr,
+                      row_scale_.empty() ? nullptr : qvalues_.data(),
+                      row_scale_.empty() ? nullptr : row_scale_.data()};
+  constexpr int64_t kWindowSlices = kSortWindow / kSlice;
+  const int64_t s1 = std::min(view.slices, w1 * kWindowSlices);
+  kn.sell_rows(view, w0 * kWindowSlices, s1, bx.transposed.data(), bx.batch, part.data(), ldp, r0, y0, y0_stride, y,
+               rows_);
+}
+
+void SlicedEll::matmul(const float* x, int64_t batch, int64_t n, const float* y0, int64_t y0_stride,
+                       float* y) const {
+  thread_local BatchX bx;
+  prepare_batch(x, batch, n, &bx);
+  matmul_part(bx, 0, windows(), y0, y0_stride, y);
 }
 
 void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
@@ -1355,45 +1555,6 @@ void IntegerEll::matvec_sell(const uint8_t* x, uint8_t zero_point, float x_scale
   }
 }
 
-namespace {
-// out[j * width + i] = x[i * n + c0 + j] for rows i < 4 and columns j < 4 (one 4 x 4 transposition)
-DKP_ALWAYS_INLINE void transpose4x4(const float* x, int64_t n, int64_t c0, float* out, int64_t width) {
-#if defined(__clang__) || __GNUC__ >= 12  // __builtin_shufflevector
-  Float4 a, b, c, d;
-  std::memcpy(&a, x + c0, sizeof a);
-  std::memcpy(&b, x + n + c0, sizeof b);
-  std::memcpy(&c, x + 2 * n + c0, sizeof c);
-  std::memcpy(&d, x + 3 * n + c0, sizeof d);
-  const Float4 ab0 = __builtin_shufflevector(a, b, 0, 4, 1, 5), ab1 = __builtin_shufflevector(a, b, 2, 6, 3, 7);
-  const Float4 cd0 = __builtin_shufflevector(c, d, 0, 4, 1, 5), cd1 = __builtin_shufflevector(c, d, 2, 6, 3, 7);
-  const Float4 t[4] = {__builtin_shufflevector(ab0, cd0, 0, 1, 4, 5), __builtin_shufflevector(ab0, cd0, 2, 3, 6, 7),
-                       __builtin_shufflevector(ab1, cd1, 0, 1, 4, 5), __builtin_shufflevector(ab1, cd1, 2, 3, 6, 7)};
-  for (int j = 0; j < 4; ++j) std::memcpy(out + (c0 + j) * width, &t[j], sizeof(Float4));
-#else
-  for (int j = 0; j < 4; ++j) {
-    for (int i = 0; i < 4; ++i) out[(c0 + j) * width + i] = x[i * n + c0 + j];
-  }
-#endif
-}
-
-// Rows x[0 .. nb) (nb in 2..16) transposed to [n, width], width 4, 8 or 16 (lanes past nb zero).
-void transpose_block(const float* x, int64_t nb, int64_t n, std::vector<float>* block) {
-  const int64_t width = int64_t{4} << (nb <= 4 ? 0 : nb <= 8 ? 1 : 2);
-  block->resize(static_cast<size_t>(n * width));  // every lane is written below: no fill
-  float* out = block->data();
-  for (int64_t r0 = 0; r0 < width; r0 += 4) {  // 4 lanes at a time: rows of X, then zeros past the block
-    const float* xr = x + r0 * n;
-    int64_t c = 0;
-    if (nb - r0 >= 4) {
-      for (; c + 4 <= n; c += 4) transpose4x4(xr, n, c, out + r0, width);
-    }
-    for (; c < n; ++c) {
-      for (int64_t i = 0; i < 4; ++i) out[c * width + r0 + i] = r0 + i < nb ? xr[i * n + c] : 0.f;
-    }
-  }
-}
-}  // namespace
-
 void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batch, int64_t n, const float* y0,
                 bool y0_broadcast, float* y) {
   const Kernels& kn = kernels();
@@ -1404,6 +1565,10 @@ void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batc
     } else {
       kn.spmv(w, x, y0, y);
     }
+    return;
+  }
+  if (ell && ell->serves_batch(batch)) {
+    ell->matmul(x, batch, n, y0, y0_broadcast ? 0 : m, y);
     return;
   }
   // Per-thread scratch: one kernel object may run on several threads at once (concurrent Run calls).

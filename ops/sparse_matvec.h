@@ -93,6 +93,27 @@ class SlicedEll {
   SlicedEll& operator=(const SlicedEll&) = delete;
   // y = W @ x (+ y0); x has at least min_cols entries.
   void matvec(const float* x, const float* y0, float* y) const;
+
+  // Products with 2 to kBatchRows rows of X through the register tiles, all rows in one pass (one load of a step
+  // serves them all), the rest by SELL-8 with 8-lane FMAs on X transposed. Served where W has tiles (AVX-512
+  // CPUs). From 6 rows on csr_matmul's 8- and 16-lane products cost less (20x layer: tiles 45 / 61 / 70 / 95 us at
+  // 2 / 4 / 5 / 8 rows, csr_matmul 79 / 82 / 104 / 84 us).
+  static constexpr int kBatchRows = 5;
+  bool serves_batch(int64_t batch) const;
+  // X [batch, n] as the pass reads it: rows padded for the tiles (zeros past min_cols), and transposed for the
+  // rest ([column][8], with an exact 0 at the padding's column).
+  struct BatchX {
+    AlignedVector<float> padded, transposed;
+    int64_t batch = 0, ld = 0;
+  };
+  void prepare_batch(const float* x, int64_t batch, int64_t n, BatchX* bx) const;
+  // Windows of kSortWindow rows of W: the parts a batch product splits into.
+  int64_t windows() const;
+  // Y's rows in windows [w0, w1): y [batch, M]; y0 null, or [batch, M] with y0_stride M, or one row for all with
+  // y0_stride 0.
+  void matmul_part(const BatchX& bx, int64_t w0, int64_t w1, const float* y0, int64_t y0_stride, float* y) const;
+  // All of it on this thread (serves_batch(batch) must hold).
+  void matmul(const float* x, int64_t batch, int64_t n, const float* y0, int64_t y0_stride, float* y) const;
   int64_t rows() const { return rows_; }
   int64_t stored() const { return static_cast<int64_t>(values_.size()); }  // SELL-8 non-zeros + padding
   int tile_steps() const { return tiles_.steps; }  // 0: no register tiles

@@ -191,6 +191,30 @@ def test_non_finite_x_in_register_tiles(density: float, int8: bool) -> None:
     np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("mode", ["float", "int8"])
+def test_a_few_rows_of_x_through_the_register_tiles(mode: str, threads: int) -> None:
+    """2 to 5 rows of X go (on AVX-512 CPUs) through W's register tiles in one pass and the SELL-8 rest on X
+    transposed, windows of 256 rows of W on the pool: rows past the last whole tile and window, Y0 per row or
+    broadcast, inf / NaN in X and explicit zeros in W (which multiply like scipy's)."""
+    rng = np.random.default_rng(12 + threads)
+    w = random_csr(rng, 587, 1003, 0.08, empty_rows=0.05).tolil()
+    w[[7, 300]] = rng.standard_normal((2, 1003))  # full rows: most of them overflows the tiles into the rest
+    w = w.tocsr().astype(np.float32)
+    w.data[::89] = 0.0
+    assert w.nnz >= 16384
+    for batch in (2, 3, 4, 5, 6):
+        x = rng.standard_normal((batch, 1003)).astype(np.float32)
+        for y0 in (rng.standard_normal((batch, 587)).astype(np.float32), rng.standard_normal(587).astype(np.float32)):
+            assert_matches(*run_case(w, x, y0, constant=True, threads=threads, mode=mode))
+        x[batch - 1, [0, 500, 1002]] = [np.inf, np.nan, -np.inf]
+        got, expected, _ = run_case(w, x, None, constant=True, threads=threads, mode=mode)
+        finite = np.isfinite(expected)
+        assert finite[: batch - 1].all() and finite[batch - 1].any() and not finite[batch - 1].all()
+        assert np.array_equal(np.isfinite(got), finite)
+        np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-4)
+
+
 def test_concurrent_runs_of_one_session() -> None:
     """One kernel object serves concurrent Run calls (per-thread scratch): every thread gets its own right answer."""
     rng = np.random.default_rng(5)
