@@ -138,21 +138,6 @@ void run_row_part(void* data, size_t p) {
   }
 }
 
-// A batch product through SlicedEll's register tiles: part p is window p of W's rows.
-struct TileParts {
-  const dkp::SlicedEll* ell;
-  const dkp::SlicedEll::BatchX* x;
-  const float* y0;
-  int64_t y0_stride;
-  float* y;
-};
-
-void run_tile_part(void* data, size_t p) {
-  const TileParts& job = *static_cast<const TileParts*>(data);
-  const int64_t w = static_cast<int64_t>(p);
-  job.ell->matmul_part(*job.x, w, w + 1, job.y0, job.y0_stride, job.y);
-}
-
 // A task on onnxruntime's pool threads must not let an exception out (the caller's try does not cover them): it
 // keeps the message of one that failed (std::bad_alloc of its scratch) here, for the caller to report.
 struct PoolFailure {
@@ -163,6 +148,26 @@ struct PoolFailure {
     message = e.what();
   }
 };
+
+// A batch product through SlicedEll's register tiles: part p is window p of W's rows.
+struct TileParts {
+  const dkp::SlicedEll* ell;
+  const dkp::SlicedEll::BatchX* x;
+  const float* y0;
+  int64_t y0_stride;
+  float* y;
+  PoolFailure failure;
+};
+
+void run_tile_part(void* data, size_t p) {
+  TileParts& job = *static_cast<TileParts*>(data);
+  const int64_t w = static_cast<int64_t>(p);
+  try {
+    job.ell->matmul_part(*job.x, w, w + 1, job.y0, job.y0_stride, job.y);
+  } catch (const std::exception& e) {  // its scratch's allocation
+    job.failure.keep(e);
+  }
+}
 
 // SparseMatVecInteger with integer tiles: a block of up to kIntegerBlock rows of X per task.
 constexpr int64_t kIntegerBlock = 4;  // one pass of the tiles (up to 4 rows): batch 8 is two tasks
@@ -649,17 +654,16 @@ struct Kernel {
       ell->prepare_batch(xs, batch, n, &bx);
       struct Release {
         dkp::SlicedEll::BatchX& bx;
-        int64_t floats;
         ~Release() {
-          if (floats > kKeptScratch) bx = dkp::SlicedEll::BatchX();
+          if (static_cast<int64_t>(bx.floats()) > kKeptScratch) bx = dkp::SlicedEll::BatchX();
         }
-      } release{bx, batch * n};
-      TileParts job{ell.get(), &bx, y0s, y0_broadcast ? 0 : csr.rows, y};
+      } release{bx};
+      TileParts job{ell.get(), &bx, y0s, y0_broadcast ? 0 : csr.rows, y, {}};
       if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_tile_part,
                                                                  static_cast<size_t>(ell->windows()), 0, &job)) {
         return error(take_message(api, st));
       }
-      return nullptr;
+      return pool_status(job.failure);
     }
     if (batch >= 2 && g_api_parallel && csr.nnz >= kParallelMinNnz) {
       // Rows of W split into parts of about equal nnz, run on onnxruntime's intra-op thread pool (its size is the
@@ -671,11 +675,12 @@ struct Kernel {
       dkp::transpose_blocks(xs, batch, n, &xt);
       struct Release {
         std::vector<std::vector<float>>& xt;
-        int64_t floats;
         ~Release() {
-          if (floats > kKeptScratch) std::vector<std::vector<float>>().swap(xt);
+          size_t floats = 0;
+          for (const std::vector<float>& block : xt) floats += block.capacity();
+          if (static_cast<int64_t>(floats) > kKeptScratch) std::vector<std::vector<float>>().swap(xt);
         }
-      } release{xt, batch * n};
+      } release{xt};
       RowParts job{&csr, xs, &xt, batch, n, y0s, y0_broadcast, y, {}};
       job.bounds.push_back(0);
       for (int p = 1; p < kParallelParts; ++p) {

@@ -177,13 +177,12 @@ DKP_ALWAYS_INLINE void transpose4x4(const float* x, int64_t n, int64_t c0, float
 // width a multiple of 4.
 void transpose_rows(const float* x, int64_t n, int64_t nb, int64_t cols, int64_t width, float* out) {
   for (int64_t r0 = 0; r0 < width; r0 += 4) {  // 4 lanes at a time: rows of X, then zeros past them
-    const float* xr = x + r0 * n;
     int64_t c = 0;
     if (nb - r0 >= 4) {
-      for (; c + 4 <= cols; c += 4) transpose4x4(xr, n, c, out + r0, width);
+      for (; c + 4 <= cols; c += 4) transpose4x4(x + r0 * n, n, c, out + r0, width);
     }
     for (; c < cols; ++c) {
-      for (int64_t i = 0; i < 4; ++i) out[c * width + r0 + i] = r0 + i < nb ? xr[i * n + c] : 0.f;
+      for (int64_t i = 0; i < 4; ++i) out[c * width + r0 + i] = r0 + i < nb ? x[(r0 + i) * n + c] : 0.f;
     }
   }
 }
@@ -1169,6 +1168,7 @@ void SlicedEll::matmul(const float* x, int64_t batch, int64_t n, const float* y0
   thread_local BatchX bx;
   prepare_batch(x, batch, n, &bx);
   matmul_part(bx, 0, windows(), y0, y0_stride, y);
+  if (bx.floats() > kKeptBatchFloats) bx = BatchX();
 }
 
 void SlicedEll::matvec(const float* x, const float* y0, float* y) const {

@@ -105,6 +105,7 @@ class SlicedEll {
   struct BatchX {
     AlignedVector<float> padded, transposed;
     int64_t batch = 0, ld = 0;
+    size_t floats() const { return padded.capacity() + transposed.capacity(); }
   };
   void prepare_batch(const float* x, int64_t batch, int64_t n, BatchX* bx) const;
   // Windows of kSortWindow rows of W: the parts a batch product splits into.
@@ -112,7 +113,9 @@ class SlicedEll {
   // Y's rows in windows [w0, w1): y [batch, M]; y0 null, or [batch, M] with y0_stride M, or one row for all with
   // y0_stride 0.
   void matmul_part(const BatchX& bx, int64_t w0, int64_t w1, const float* y0, int64_t y0_stride, float* y) const;
-  // All of it on this thread (serves_batch(batch) must hold).
+  // All of it on this thread (serves_batch(batch) must hold); X's copies are kept for the next call up to
+  // kKeptBatchFloats.
+  static constexpr size_t kKeptBatchFloats = size_t{1} << 20;
   void matmul(const float* x, int64_t batch, int64_t n, const float* y0, int64_t y0_stride, float* y) const;
   int64_t rows() const { return rows_; }
   int64_t stored() const { return static_cast<int64_t>(values_.size()); }  // SELL-8 non-zeros + padding
