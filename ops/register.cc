@@ -116,7 +116,16 @@ std::string shape_str(const std::vector<int64_t>& dims) {
 const Api* g_api_parallel = nullptr;
 constexpr int kParallelParts = 8;       // parts of W's rows per product at batch >= 2
 constexpr int64_t kParallelMinNnz = 16384;  // below this a product is too short to share out
-constexpr int64_t kKeptScratch = int64_t{1} << 20;  // floats of X's transposition a thread keeps between calls
+
+// After a call: a thread's kept scratch freed where it grew past dkp::kKeptScratchFloats.
+template <typename Scratch>
+struct KeepSmall {
+  Scratch& scratch;
+  size_t (*floats)(const Scratch&);
+  ~KeepSmall() {
+    if (floats(scratch) > dkp::kKeptScratchFloats) scratch = Scratch();
+  }
+};
 
 // One product split by rows of W: part p computes rows bounds[p] .. bounds[p + 1] for every row of X.
 struct RowParts {
@@ -649,15 +658,10 @@ struct Kernel {
                   const float* y0s, bool y0_broadcast, float* y) const {
     if (g_api_parallel && csr.nnz >= kParallelMinNnz && ell && ell->serves_batch(batch)) {
       // 2 to 5 rows of X through W's register tiles, windows of W's rows on onnxruntime's pool; X's copies are
-      // this thread's, kept as the transposition's above
+      // this thread's, kept between calls (KeepSmall)
       thread_local dkp::SlicedEll::BatchX bx;
       ell->prepare_batch(xs, batch, n, &bx);
-      struct Release {
-        dkp::SlicedEll::BatchX& bx;
-        ~Release() {
-          if (static_cast<int64_t>(bx.floats()) > kKeptScratch) bx = dkp::SlicedEll::BatchX();
-        }
-      } release{bx};
+      const KeepSmall<dkp::SlicedEll::BatchX> keep{bx, [](const dkp::SlicedEll::BatchX& s) { return s.floats(); }};
       TileParts job{ell.get(), &bx, y0s, y0_broadcast ? 0 : csr.rows, y, {}};
       if (Status* st = g_api_parallel->KernelContext_ParallelFor(ctx, run_tile_part,
                                                                  static_cast<size_t>(ell->windows()), 0, &job)) {
@@ -669,18 +673,15 @@ struct Kernel {
       // Rows of W split into parts of about equal nnz, run on onnxruntime's intra-op thread pool (its size is the
       // session's intra_op_num_threads; with one thread the parts run in turn here).
       // X's transposition is short (~1 us at 8 x 1300): on this thread, one pool dispatch fewer. Its storage is
-      // this thread's, kept between calls up to kKeptScratch floats (an allocation and its page faults cost more
-      // than the transposition).
-      thread_local std::vector<std::vector<float>> xt;
+      // this thread's, kept between calls (KeepSmall).
+      using Blocks = std::vector<std::vector<float>>;
+      thread_local Blocks xt;
       dkp::transpose_blocks(xs, batch, n, &xt);
-      struct Release {
-        std::vector<std::vector<float>>& xt;
-        ~Release() {
-          size_t floats = 0;
-          for (const std::vector<float>& block : xt) floats += block.capacity();
-          if (static_cast<int64_t>(floats) > kKeptScratch) std::vector<std::vector<float>>().swap(xt);
-        }
-      } release{xt};
+      const KeepSmall<Blocks> keep{xt, [](const Blocks& s) {
+        size_t floats = 0;
+        for (const std::vector<float>& block : s) floats += block.capacity();
+        return floats;
+      }};
       RowParts job{&csr, xs, &xt, batch, n, y0s, y0_broadcast, y, {}};
       job.bounds.push_back(0);
       for (int p = 1; p < kParallelParts; ++p) {

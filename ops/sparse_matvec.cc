@@ -469,10 +469,10 @@ __attribute__((target("avx512f"))) void tile_avx512(const TileView& w, const flo
   }
 }
 
-// The register tiles for R rows of X at once (R <= SlicedEll::kBatchRows; SlicedEll::matmul_part): each row's 32 columns of a tile sit
-// in two zmm registers, and a step's offsets, mask and values, loaded once, serve all R rows (R permutes and R FMAs
-// per step, where R one-row passes would repeat the loads and the offsets' widening R times). Row tiles [t0, t1);
-// part[r * ldp + row - 16 * t0] = the unscaled tile sums of row r of X.
+// The register tiles for R rows of X at once (R <= SlicedEll::kBatchRows; SlicedEll::matmul_part): each row's 32
+// columns of a tile sit in two zmm registers, and a step's offsets, mask and values, loaded once, serve all R rows
+// (R permutes and R FMAs per step, where R one-row passes would repeat the loads and the offsets' widening R
+// times). Row tiles [t0, t1); part[r * ldp + row - 16 * t0] = the unscaled tile sums of row r of X.
 template <int Steps, int R, typename Val>
 __attribute__((target("avx512f"))) DKP_ALWAYS_INLINE void tile_rows_avx512_values(const TileView& w, const Val* v,
                                                                                   int64_t t0, int64_t t1,
@@ -550,9 +550,10 @@ __attribute__((target("avx512f,fma"))) DKP_ALWAYS_INLINE void sell_rows_avx512_v
   }
 }
 
-__attribute__((target("avx512f,fma"))) void sell_rows_avx512(const SellView& w, int64_t s0, int64_t s1, const float* xt,
-                                                         int64_t nb, const float* part, int64_t ldp, int64_t r0,
-                                                         const float* y0, int64_t y0s, float* y, int64_t ys) {
+__attribute__((target("avx512f,fma"))) void sell_rows_avx512(const SellView& w, int64_t s0, int64_t s1,
+                                                             const float* xt, int64_t nb, const float* part,
+                                                             int64_t ldp, int64_t r0, const float* y0, int64_t y0s,
+                                                             float* y, int64_t ys) {
   if (w.qvalues) {
     sell_rows_avx512_values(w, w.qvalues, s0, s1, xt, nb, part, ldp, r0, y0, y0s, y, ys);
   } else {
@@ -1119,6 +1120,12 @@ void SlicedEll::build_sell(const int32_t* rp, const int32_t* ci, const Val* v) {
   }
 }
 
+SellView SlicedEll::sell_view() const {
+  return SellView{static_cast<int64_t>(slice_start_.size()) - 1, slice_start_.data(), row_of_.data(), cols_.data(),
+                  row_scale_.empty() ? values_.data() : nullptr, row_scale_.empty() ? nullptr : qvalues_.data(),
+                  row_scale_.empty() ? nullptr : row_scale_.data()};
+}
+
 bool SlicedEll::serves_batch(int64_t batch) const {
   return batch >= 2 && batch <= kBatchRows && tiles_.steps > 0 && kernels().sell_rows;
 }
@@ -1153,10 +1160,7 @@ void SlicedEll::matmul_part(const BatchX& bx, int64_t w0, int64_t w1, const floa
   thread_local AlignedVector<float> part;  // the tiles' sums, which the SELL-8 pass adds the rest to
   part.resize(static_cast<size_t>(bx.batch * ldp));
   kn.tile_rows[tiles_.steps - 1][bx.batch - 1](tiles_, t0, t1, bx.padded.data(), bx.ld, part.data(), ldp);
-  const SellView view{static_cast<int64_t>(slice_start_.size()) - 1, slice_start_.data(), row_of_.data(),
-                      cols_.data(), row_scale_.empty() ? values_.data() : nullptr,
-                      row_scale_.empty() ? nullptr : qvalues_.data(),
-                      row_scale_.empty() ? nullptr : row_scale_.data()};
+  const SellView view = sell_view();
   constexpr int64_t kWindowSlices = kSortWindow / kSlice;
   const int64_t s1 = std::min(view.slices, w1 * kWindowSlices);
   kn.sell_rows(view, w0 * kWindowSlices, s1, bx.transposed.data(), bx.batch, part.data(), ldp, r0, y0, y0_stride, y,
@@ -1168,7 +1172,7 @@ void SlicedEll::matmul(const float* x, int64_t batch, int64_t n, const float* y0
   thread_local BatchX bx;
   prepare_batch(x, batch, n, &bx);
   matmul_part(bx, 0, windows(), y0, y0_stride, y);
-  if (bx.floats() > kKeptBatchFloats) bx = BatchX();
+  if (bx.floats() > kKeptScratchFloats) bx = BatchX();
 }
 
 void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
@@ -1178,10 +1182,7 @@ void SlicedEll::matvec(const float* x, const float* y0, float* y) const {
   thread_local AlignedVector<float> xz;
   xz.assign(x, x + pad_col_);
   xz.resize(static_cast<size_t>(std::max(pad_col_ + 1, tiles_.col_tiles * TileView::kCols)), 0.f);
-  const SellView view{static_cast<int64_t>(slice_start_.size()) - 1, slice_start_.data(), row_of_.data(),
-                      cols_.data(), row_scale_.empty() ? values_.data() : nullptr,
-                      row_scale_.empty() ? nullptr : qvalues_.data(),
-                      row_scale_.empty() ? nullptr : row_scale_.data()};
+  const SellView view = sell_view();
   if (tiles_.steps == 0) {
     kernels().sell(view, xz.data(), y0, y);
     return;

@@ -82,6 +82,10 @@ struct TileView {
 // Where the CPU has AVX-512 (and a cost model says it pays), up to `steps` non-zeros per row and 32-column tile are
 // first taken out into register tiles: x's 32 columns of a tile sit in two vector registers and one permute looks
 // up 16 rows' columns at once (no load per non-zero); the SELL-8 arrays then hold only the rest.
+// Floats of per-thread scratch (copies of X) a thread keeps between calls: an allocation and its page faults cost
+// more than filling them; larger ones are freed after the call.
+constexpr size_t kKeptScratchFloats = size_t{1} << 20;
+
 class SlicedEll {
  public:
   static constexpr int kSlice = SellView::kSlice;
@@ -114,8 +118,7 @@ class SlicedEll {
   // y0_stride 0.
   void matmul_part(const BatchX& bx, int64_t w0, int64_t w1, const float* y0, int64_t y0_stride, float* y) const;
   // All of it on this thread (serves_batch(batch) must hold); X's copies are kept for the next call up to
-  // kKeptBatchFloats.
-  static constexpr size_t kKeptBatchFloats = size_t{1} << 20;
+  // kKeptScratchFloats.
   void matmul(const float* x, int64_t batch, int64_t n, const float* y0, int64_t y0_stride, float* y) const;
   int64_t rows() const { return rows_; }
   int64_t stored() const { return static_cast<int64_t>(values_.size()); }  // SELL-8 non-zeros + padding
@@ -124,6 +127,7 @@ class SlicedEll {
  private:
   template <typename Val>
   void build_sell(const int32_t* rp, const int32_t* ci, const Val* v);
+  SellView sell_view() const;
   int64_t rows_ = 0;
   int64_t pad_col_ = 0;
   std::vector<int64_t> slice_start_;  // offset of each slice in cols_/values_, one more than slices
