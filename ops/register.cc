@@ -131,7 +131,7 @@ struct KeepSmall {
 struct RowParts {
   const dkp::Csr* w;
   const float* x;
-  const std::vector<std::vector<float>>* xt;  // X transposed once, shared by the parts
+  const std::vector<dkp::AlignedVector<float>>* xt;  // X transposed once, shared by the parts
   int64_t batch, n;
   const float* y0;
   bool y0_broadcast;
@@ -674,12 +674,12 @@ struct Kernel {
       // session's intra_op_num_threads; with one thread the parts run in turn here).
       // X's transposition is short (~1 us at 8 x 1300): on this thread, one pool dispatch fewer. Its storage is
       // this thread's, kept between calls (KeepSmall).
-      using Blocks = std::vector<std::vector<float>>;
+      using Blocks = std::vector<dkp::AlignedVector<float>>;
       thread_local Blocks xt;
       dkp::transpose_blocks(xs, batch, n, &xt);
       const KeepSmall<Blocks> keep{xt, [](const Blocks& s) {
         size_t floats = 0;
-        for (const std::vector<float>& block : s) floats += block.capacity();
+        for (const dkp::AlignedVector<float>& block : s) floats += block.capacity();
         return floats;
       }};
       RowParts job{&csr, xs, &xt, batch, n, y0s, y0_broadcast, y, {}};

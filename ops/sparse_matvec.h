@@ -100,8 +100,8 @@ class SlicedEll {
 
   // Products with 2 to kBatchRows rows of X through the register tiles, all rows in one pass (one load of a step
   // serves them all), the rest by SELL-8 with 8-lane FMAs on X transposed. Served where W has tiles (AVX-512
-  // CPUs). From 6 rows on csr_matmul's 8- and 16-lane products cost less (20x layer: tiles 45 / 61 / 70 / 95 us at
-  // 2 / 4 / 5 / 8 rows, csr_matmul 79 / 82 / 104 / 84 us).
+  // CPUs). From 6 rows on csr_matmul's 8- and 16-lane products cost less (20x layer: tiles 42 / 50 / 55 / 87 us at
+  // 2 / 4 / 5 / 6 rows, csr_matmul 66 / 70 / 60 / 65 us).
   static constexpr int kBatchRows = 5;
   bool serves_batch(int64_t batch) const;
   // X [batch, n] as the pass reads it: rows padded for the tiles (zeros past min_cols), and transposed for the
@@ -248,13 +248,13 @@ void csr_matmul(const Csr& w, const SlicedEll* ell, const float* x, int64_t batc
 // X [batch, n] in blocks of up to 16 rows, each transposed to [n, width] (width 4, 8 or 16, lanes past the block's
 // rows zero; empty for a block of one row): what csr_matmul_rows reads, made once per product and shared by its
 // parts. Reuses xt's storage.
-void transpose_blocks(const float* x, int64_t batch, int64_t n, std::vector<std::vector<float>>* xt);
+void transpose_blocks(const float* x, int64_t batch, int64_t n, std::vector<AlignedVector<float>>* xt);
 
 // Rows [r0, r1) of csr_matmul's Y for every b < batch (W streamed once per block of X's rows): one part of a
 // product split over threads. `xt` from transpose_blocks(x, batch, n); y0 and y as in csr_matmul (full
 // [batch, W.rows] layouts).
 void csr_matmul_rows(const Csr& w, int64_t r0, int64_t r1, const float* x,
-                     const std::vector<std::vector<float>>& xt, int64_t batch, int64_t n, const float* y0,
+                     const std::vector<AlignedVector<float>>& xt, int64_t batch, int64_t n, const float* y0,
                      bool y0_broadcast, float* y);
 
 // Which instruction set csr_matmul dispatches to on this CPU ("avx512f+avx2+fma", "avx2+fma" or
