@@ -92,16 +92,23 @@ def test_targets_flag_misses() -> None:
     assert [x["holds"] for x in t] == [False, True, False]  # 4x < 5x; 6x >= 5x but < 8x
     assert [x["needed"] for x in t] == [5.0, 5.0, 8.0]
     assert "MISSED" in report.render_text(report.targets_table(t))
-    # issue 13's int8 targets, where the rows carry them
-    model_rows[0].update(lstm_custom_int8_vs_int8=3.1, lstm_int8_file_ratio=7.9)
-    layer_rows.append({**layer_rows[0], "batch": 8, "runtime": "ORT vs int8", "impl": "custom int8", "speedup": 2.5})
-    t = {x["target"]: x["holds"] for x in report.targets(layer_rows, model_rows)}
-    assert t["2x650 LSTM step at 25x, int8 doped vs ORT int8 dense"] is True
-    assert t["2x650 LSTM step at 25x, ORT int8 dense file / int8 doped file"] is False
-    assert t["doped layer 2600x1300 at 20x, int8 doped vs ORT int8 dense, batch 8"] is True
-    # the docs' findings read every target, those without bounds too
+    # issue 13's int8 targets, where the rows carry them: the int8-dynamic files'; weight-only int8 is a comparison
+    model_rows[0].update(lstm_custom_int8dyn_vs_int8=3.1, lstm_custom_int8_vs_int8=1.5, lstm_int8_file_ratio=7.9)
+    int8_row = {**layer_rows[0], "batch": 8, "runtime": "ORT vs int8"}
+    layer_rows += [{**int8_row, "impl": "custom int8-dynamic", "speedup": 1.9},
+                   {**int8_row, "impl": "custom int8", "speedup": 2.5}]
+    t = {x["target"]: x for x in report.targets(layer_rows, model_rows)}
+    assert t["2x650 LSTM step at 25x, int8-dynamic doped vs ORT int8 dense"]["holds"] is True
+    assert t["2x650 LSTM step at 25x, ORT int8 dense file / int8 doped file"]["holds"] is False
+    assert t["doped layer 2600x1300 at 20x, int8-dynamic doped vs ORT int8 dense, batch 8"]["holds"] is False
+    weights_only = t["doped layer 2600x1300 at 20x, int8 weight-only doped vs ORT int8 dense, batch 8"]
+    assert weights_only["needed"] is None and weights_only["holds"] is None
+    table = report.render_text(report.targets_table(list(t.values())))
+    assert [("comparison" in line) for line in table.splitlines() if "weight-only" in line] == [True, True]
+    # the docs' findings read every target, those without bounds too, and the comparisons
     lines = report.findings({"targets": report.targets(layer_rows, model_rows)})
     assert any("needs 3x" in line and "Bytes bound" not in line for line in lines)
+    assert any(line.startswith("- Comparison") and "weight-only" in line for line in lines)
 
 
 def test_bad_output_directory_is_exit_2(tmp_path, capsys) -> None:
