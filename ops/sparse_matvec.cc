@@ -567,13 +567,15 @@ __attribute__((target("avx512f,fma"))) void sell_rows_avx512(const SellView& w, 
   }
 }
 
-// Blocks of 5 to 8 rows of X (xt [n][8]): two non-zeros per 16-lane FMA, lanes 0-7 the even one's 8 floats of X,
-// lanes 8-15 the odd one's, its value in each half by one permute of 8 values loaded at once. Half the FMAs of the
-// 8-lane loop and fewer loads per non-zero: 20x layer's W_s at batch 8, 83 -> 65 us in a C++ harness.
+// X^T's 8 floats of column c[0] in lanes 0-7 and of column c[1] in lanes 8-15.
 __attribute__((target("avx512f,avx512dq,fma"))) DKP_ALWAYS_INLINE __m512 x_pair(const float* xt, const int32_t* c) {
   const __m512 lo = _mm512_castps256_ps512(_mm256_loadu_ps(xt + int64_t{8} * c[0]));
   return _mm512_insertf32x8(lo, _mm256_loadu_ps(xt + int64_t{8} * c[1]), 1);
 }
+
+// Blocks of 5 to 8 rows of X (xt [n][8]): two non-zeros per 16-lane FMA, lanes 0-7 the even one's 8 floats of X,
+// lanes 8-15 the odd one's, its value in each half by one permute of 8 values loaded at once. Half the FMAs of the
+// 8-lane loop and fewer loads per non-zero: 20x layer's W_s at batch 8, 83 -> 65 us in a C++ harness.
 __attribute__((target("avx512f,avx512dq,fma"))) void spmm_avx512_8(const Csr& w, const float* xt, int64_t nb,
                                                               const float* y0, int64_t y0s, float* y, int64_t ys) {
   const int32_t* rp = w.row_ptr;
@@ -590,7 +592,9 @@ __attribute__((target("avx512f,avx512dq,fma"))) void spmm_avx512_8(const Csr& w,
     const int64_t end = rp[i + 1];
     for (; k + 8 <= end; k += 8) {
       const __m512 vals = _mm512_castps256_ps512(_mm256_loadu_ps(v + k));
-      for (int p = 0; p < 4; ++p) a[p] = _mm512_fmadd_ps(_mm512_permutexvar_ps(pick[p], vals), x_pair(xt, ci + k + 2 * p), a[p]);
+      for (int p = 0; p < 4; ++p) {
+        a[p] = _mm512_fmadd_ps(_mm512_permutexvar_ps(pick[p], vals), x_pair(xt, ci + k + 2 * p), a[p]);
+      }
     }
     const __m512 s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
     __m256 sum = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
